@@ -1,1 +1,42 @@
-fn main() {}
+//! `trireme`: the operator command line.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// trireme: the operator command line for the Trireme service mesh.
+#[derive(Debug, Parser)]
+#[command(name = "trireme", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the version of this client.
+    Version,
+    /// Check Istio configuration files offline: every document must parse
+    /// strictly into its kind (unknown fields and wrong types are errors).
+    Validate(commands::validate::ValidateArgs),
+}
+
+fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Version => {
+            println!("trireme {}", env!("CARGO_PKG_VERSION"));
+            Ok(true)
+        }
+        Command::Validate(args) => commands::validate::run(&args),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

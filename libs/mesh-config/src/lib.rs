@@ -1,11 +1,21 @@
 //! Istio's configuration model for Trireme.
 //!
 //! Every Istio kind that Trireme understands is a typed Rust struct named after
-//! Istio's protobuf message (`networking::VirtualService`, ...). Documents are read
-//! with [`parse`], which reports an unknown field or a wrong type with the file,
-//! the document index, the field path and the line.
+//! Istio's protobuf message (`networking::VirtualService`, ...), wrapped in a
+//! Kubernetes envelope ([`Resource`]). Documents are read with
+//! [`parse_documents`], which reports an unknown field or a wrong type with the
+//! file, the document index, the field path and the line. [`crd`] renders the
+//! CustomResourceDefinitions from the same types.
 
 pub mod common;
+pub mod crd;
+pub mod kinds;
 pub mod networking;
+mod parse;
+pub mod resource;
 pub mod security;
 pub mod telemetry;
+
+pub use kinds::{AnyResource, Kind, KindInfo};
+pub use parse::{DocumentLocation, ParseError, ParsedResource, parse_all, parse_documents};
+pub use resource::{ObjectMeta, Resource};

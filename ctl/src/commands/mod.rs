@@ -1,0 +1,3 @@
+//! One module per `trireme` subcommand.
+
+pub mod validate;

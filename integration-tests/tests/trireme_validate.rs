@@ -1,0 +1,39 @@
+//! `trireme validate` reads Istio YAML as the services do and reports problems
+//! with file, document, field path and line.
+
+use std::process::Command;
+
+use integration_tests::{binary, workspace_root};
+
+#[test]
+fn istio_samples_validate() {
+    let samples = workspace_root().join("libs/mesh-config/tests/fixtures/istio-bookinfo");
+    let output = Command::new(binary("trireme"))
+        .args(["validate", "-f"])
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(" 0 invalid"), "{stdout}");
+}
+
+#[test]
+fn a_mistake_fails_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port:\n      number: eighty\n",
+    )
+    .unwrap();
+    let output = Command::new(binary("trireme"))
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("bad.yaml: document 1, line 10"), "{stdout}");
+    assert!(stdout.contains("spec.servers[0].port.number"), "{stdout}");
+}

@@ -1,0 +1,314 @@
+//! Reading Istio resources from multi-document YAML (JSON being a subset).
+//!
+//! Each document is read strictly into its kind's types. A problem is reported
+//! with the file, the document's position in it, the field path
+//! (`spec.http[0].route[1].weight`) and the line, so a user can go straight to it.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::kinds::{AnyResource, Kind};
+
+/// A resource read from a file, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedResource {
+    pub resource: AnyResource,
+    pub location: DocumentLocation,
+}
+
+/// Where a document sits: the file, its 1-based index among the file's
+/// non-empty documents, and the line it starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentLocation {
+    pub file: String,
+    pub document: usize,
+    pub first_line: usize,
+}
+
+/// Why one document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ParseError {
+    pub location: DocumentLocation,
+    /// Path of the offending field, e.g. `spec.http[0].timeout`; `None` when the
+    /// document as a whole is at fault (e.g. malformed YAML).
+    pub field_path: Option<String>,
+    /// 1-based line of the problem in the file.
+    pub line: usize,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: document {}, line {}",
+            self.location.file, self.location.document, self.line
+        )?;
+        if let Some(column) = self.column {
+            write!(f, ", column {column}")?;
+        }
+        match &self.field_path {
+            Some(path) => write!(f, ": {path}: {}", self.message),
+            None => write!(f, ": {}", self.message),
+        }
+    }
+}
+
+/// Reads every document of `text` (named `file` in errors). Empty documents are
+/// skipped; each other document yields a resource or an error, in file order,
+/// so one bad document never hides the good ones.
+pub fn parse_documents(file: &str, text: &str) -> Vec<Result<ParsedResource, ParseError>> {
+    split_documents(text)
+        .into_iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            let location = DocumentLocation {
+                file: file.to_string(),
+                document: index + 1,
+                first_line: chunk.first_line,
+            };
+            parse_document(&chunk, location)
+        })
+        .collect()
+}
+
+/// Like [`parse_documents`], but all-or-nothing: every error, or every resource.
+pub fn parse_all(file: &str, text: &str) -> Result<Vec<ParsedResource>, Vec<ParseError>> {
+    let (resources, errors): (Vec<_>, Vec<_>) = parse_documents(file, text)
+        .into_iter()
+        .partition(Result::is_ok);
+    if errors.is_empty() {
+        Ok(resources.into_iter().map(Result::unwrap).collect())
+    } else {
+        Err(errors.into_iter().map(Result::unwrap_err).collect())
+    }
+}
+
+/// The text of one YAML document, padded with blank lines in front so that
+/// the YAML parser's line numbers are the file's.
+struct DocumentChunk {
+    padded_text: String,
+    first_line: usize,
+}
+
+/// Splits a YAML stream on `---` document markers (and drops `...` end
+/// markers). A marker must start at column 0, which YAML also requires, so a
+/// `---` inside an indented block scalar is left alone.
+fn split_documents(text: &str) -> Vec<DocumentChunk> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut current_first_line = 1;
+    let mut has_content = false;
+    let mut in_document = true;
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        if is_marker(line, "---") {
+            if has_content {
+                chunks.push(DocumentChunk {
+                    padded_text: std::mem::take(&mut current),
+                    first_line: current_first_line,
+                });
+            }
+            current = "\n".repeat(line_number - 1);
+            // Content may follow the marker on the same line (`--- {a: 1}`).
+            let rest = &line[3..];
+            current.push_str(&" ".repeat(3));
+            current.push_str(rest);
+            current.push('\n');
+            current_first_line = line_number;
+            has_content = !is_blank(rest);
+            in_document = true;
+            continue;
+        }
+        if is_marker(line, "...") {
+            in_document = false;
+            continue;
+        }
+        if !in_document {
+            continue;
+        }
+        if !has_content && !is_blank(line) {
+            has_content = true;
+            current_first_line = line_number;
+        }
+        if current.is_empty() {
+            current = "\n".repeat(line_number - 1);
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if has_content {
+        chunks.push(DocumentChunk {
+            padded_text: current,
+            first_line: current_first_line,
+        });
+    }
+    chunks
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '#']))
+}
+
+/// Whether a line holds nothing but white space and comments.
+fn is_blank(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    trimmed.is_empty() || trimmed.starts_with('#')
+}
+
+/// Just enough of a document to know which type to read it as.
+#[derive(Deserialize)]
+struct TypeMeta {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+fn parse_document(
+    chunk: &DocumentChunk,
+    location: DocumentLocation,
+) -> Result<ParsedResource, ParseError> {
+    let error_at = |field_path: Option<&str>, line: usize, column, message: String| ParseError {
+        location: location.clone(),
+        field_path: field_path.map(str::to_string),
+        line,
+        column,
+        message,
+    };
+    let type_meta: TypeMeta = serde_yaml_ng::from_str(&chunk.padded_text).map_err(|e| {
+        let (line, column) = yaml_position(&e).unwrap_or((chunk.first_line, None));
+        error_at(None, line, column, describe_top_level(&e))
+    })?;
+    let key_line = |key| top_level_key_line(&chunk.padded_text, key).unwrap_or(chunk.first_line);
+    let Some(api_version) = type_meta.api_version else {
+        return Err(error_at(
+            Some("apiVersion"),
+            chunk.first_line,
+            None,
+            "missing".into(),
+        ));
+    };
+    let Some(kind_name) = type_meta.kind else {
+        return Err(error_at(
+            Some("kind"),
+            chunk.first_line,
+            None,
+            "missing".into(),
+        ));
+    };
+    let kind = Kind::resolve(&api_version, &kind_name).map_err(|e| {
+        let field = match e {
+            crate::kinds::KindError::UnknownKind { .. } => "kind",
+            crate::kinds::KindError::UnservedVersion { .. } => "apiVersion",
+        };
+        error_at(Some(field), key_line(field), None, e.to_string())
+    })?;
+
+    let deserializer = serde_yaml_ng::Deserializer::from_str(&chunk.padded_text);
+    let resource = AnyResource::deserialize_as(kind, deserializer).map_err(|e| {
+        let (line, column) = yaml_position(e.inner()).unwrap_or((chunk.first_line, None));
+        let message = e.inner().to_string();
+        let message = strip_position_suffix(&message);
+        let path = field_path(&e.path().to_string(), message);
+        error_at(Some(&path), line, column, message.to_string())
+    })?;
+    Ok(ParsedResource { resource, location })
+}
+
+fn yaml_position(error: &serde_yaml_ng::Error) -> Option<(usize, Option<usize>)> {
+    error.location().map(|l| (l.line(), Some(l.column())))
+}
+
+/// serde_yaml's messages end with " at line L column C"; we report those
+/// separately, so drop the suffix.
+fn strip_position_suffix(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    }
+}
+
+/// A top-level error (malformed YAML, not a mapping) in words a user knows.
+fn describe_top_level(error: &serde_yaml_ng::Error) -> String {
+    let message = error.to_string();
+    let message = strip_position_suffix(&message);
+    if message.starts_with("invalid type") {
+        format!("a resource must be a mapping with apiVersion and kind ({message})")
+    } else {
+        message.to_string()
+    }
+}
+
+/// The path of the field at fault. For an unknown field serde points at the
+/// enclosing object, so the field's own name is appended.
+fn field_path(path: &str, message: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    match unknown {
+        Some(name) if !path.ends_with(name) => {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
+        }
+        _ if path.is_empty() => "(document)".to_string(),
+        _ => path.to_string(),
+    }
+}
+
+/// The line of a top-level `key:` in a document, for errors about it.
+fn top_level_key_line(padded_text: &str, key: &str) -> Option<usize> {
+    padded_text
+        .lines()
+        .position(|line| {
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|index| index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_keeps_file_line_numbers() {
+        let text = "# leading comment\n---\na: 1\n---\n\n# only a comment\n---\nb: 2\nc: |\n  ---\n  x\n...\nignored: true\n";
+        let chunks = split_documents(text);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].first_line, 3);
+        assert_eq!(chunks[1].first_line, 8);
+        assert_eq!(chunks[1].padded_text.lines().nth(7), Some("b: 2"));
+        assert!(chunks[1].padded_text.contains("  ---\n"));
+        assert!(!chunks[1].padded_text.contains("ignored"));
+    }
+
+    #[test]
+    fn content_after_a_marker_belongs_to_the_new_document() {
+        let chunks = split_documents("--- {a: 1}\n");
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].first_line, 1);
+    }
+
+    #[test]
+    fn unknown_field_paths_name_the_field() {
+        assert_eq!(
+            field_path("spec.http[0]", "unknown field `rout`, expected ..."),
+            "spec.http[0].rout"
+        );
+        assert_eq!(
+            field_path(".", "unknown field `specs`, expected ..."),
+            "specs"
+        );
+        assert_eq!(
+            field_path("spec.hosts", "invalid type: integer"),
+            "spec.hosts"
+        );
+    }
+}
