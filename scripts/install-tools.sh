@@ -44,6 +44,7 @@ apt_install() { # <command> <package>
 }
 apt_install iptables iptables
 apt_install openssl openssl
+apt_install curl curl
 
 "$bin/nats-server" --version >&2
 "$bin/envoy" --version | grep -o "version: [^ ]*" | sed "s/^/envoy /" >&2

@@ -250,7 +250,7 @@ fn record_event(state: &watch::Sender<ConnectionState>, url: &str, client: &str,
         Event::LameDuckMode => {
             warn!(
                 url,
-                "bus server entered lame duck mode and will shut down soon"
+                client, "bus server entered lame duck mode and will shut down soon"
             );
             return;
         }
@@ -261,7 +261,7 @@ fn record_event(state: &watch::Sender<ConnectionState>, url: &str, client: &str,
         Event::SlowConsumer(subscription) => {
             warn!(
                 url,
-                subscription, "bus subscriber too slow; messages were dropped"
+                client, subscription, "bus subscriber too slow; messages were dropped"
             );
             return;
         }
@@ -284,7 +284,10 @@ fn record_event(state: &watch::Sender<ConnectionState>, url: &str, client: &str,
             }
             (_, ConnectionState::Connected) => info!(url, client, "reconnected to the bus"),
             (_, ConnectionState::Disconnected) => {
-                warn!(url, client, "lost the bus connection; reconnecting with backoff")
+                warn!(
+                    url,
+                    client, "lost the bus connection; reconnecting with backoff"
+                )
             }
             (_, ConnectionState::Closed) => warn!(url, client, "bus connection closed"),
             (_, ConnectionState::Connecting) => {}

@@ -86,10 +86,13 @@ pub fn parse_all(file: &str, text: &str) -> Result<Vec<ParsedResource>, Vec<Pars
     }
 }
 
-/// The text of one YAML document, padded with blank lines in front so that
-/// the YAML parser's line numbers are the file's.
+/// The text of one YAML document and where it sits in the file.
 struct DocumentChunk {
-    padded_text: String,
+    text: String,
+    /// Lines of the file before `text` begins; added to the YAML parser's
+    /// line numbers to report the file's.
+    line_offset: usize,
+    /// The document's first line holding content.
     first_line: usize,
 }
 
@@ -98,26 +101,26 @@ struct DocumentChunk {
 /// `---` inside an indented block scalar is left alone.
 fn split_documents(text: &str) -> Vec<DocumentChunk> {
     let mut chunks = Vec::new();
-    let mut current = String::new();
-    let mut current_first_line = 1;
+    let mut current: Option<DocumentChunk> = None;
     let mut has_content = false;
     let mut in_document = true;
+    let mut finish = |chunk: Option<DocumentChunk>, has_content: bool| {
+        if let Some(chunk) = chunk.filter(|_| has_content) {
+            chunks.push(chunk);
+        }
+    };
     for (index, line) in text.lines().enumerate() {
         let line_number = index + 1;
         if is_marker(line, "---") {
-            if has_content {
-                chunks.push(DocumentChunk {
-                    padded_text: std::mem::take(&mut current),
-                    first_line: current_first_line,
-                });
-            }
-            current = "\n".repeat(line_number - 1);
-            // Content may follow the marker on the same line (`--- {a: 1}`).
+            finish(current.take(), has_content);
+            // Content may follow the marker on the same line (`--- {a: 1}`);
+            // blanking the marker keeps columns right.
             let rest = &line[3..];
-            current.push_str(&" ".repeat(3));
-            current.push_str(rest);
-            current.push('\n');
-            current_first_line = line_number;
+            current = Some(DocumentChunk {
+                text: format!("   {rest}\n"),
+                line_offset: index,
+                first_line: line_number,
+            });
             has_content = !is_blank(rest);
             in_document = true;
             continue;
@@ -129,22 +132,19 @@ fn split_documents(text: &str) -> Vec<DocumentChunk> {
         if !in_document {
             continue;
         }
+        let chunk = current.get_or_insert_with(|| DocumentChunk {
+            text: String::new(),
+            line_offset: index,
+            first_line: line_number,
+        });
         if !has_content && !is_blank(line) {
             has_content = true;
-            current_first_line = line_number;
+            chunk.first_line = line_number;
         }
-        if current.is_empty() {
-            current = "\n".repeat(line_number - 1);
-        }
-        current.push_str(line);
-        current.push('\n');
+        chunk.text.push_str(line);
+        chunk.text.push('\n');
     }
-    if has_content {
-        chunks.push(DocumentChunk {
-            padded_text: current,
-            first_line: current_first_line,
-        });
-    }
+    finish(current, has_content);
     chunks
 }
 
@@ -178,11 +178,15 @@ fn parse_document(
         column,
         message,
     };
-    let type_meta: TypeMeta = serde_yaml_ng::from_str(&chunk.padded_text).map_err(|e| {
-        let (line, column) = yaml_position(&e).unwrap_or((chunk.first_line, None));
+    let type_meta: TypeMeta = serde_yaml_ng::from_str(&chunk.text).map_err(|e| {
+        let (line, column) = yaml_position(&e, chunk).unwrap_or((chunk.first_line, None));
         error_at(None, line, column, describe_top_level(&e))
     })?;
-    let key_line = |key| top_level_key_line(&chunk.padded_text, key).unwrap_or(chunk.first_line);
+    let key_line = |key| {
+        top_level_key_line(&chunk.text, key)
+            .map(|line| line + chunk.line_offset)
+            .unwrap_or(chunk.first_line)
+    };
     let Some(api_version) = type_meta.api_version else {
         return Err(error_at(
             Some("apiVersion"),
@@ -207,9 +211,9 @@ fn parse_document(
         error_at(Some(field), key_line(field), None, e.to_string())
     })?;
 
-    let deserializer = serde_yaml_ng::Deserializer::from_str(&chunk.padded_text);
+    let deserializer = serde_yaml_ng::Deserializer::from_str(&chunk.text);
     let resource = AnyResource::deserialize_as(kind, deserializer).map_err(|e| {
-        let (line, column) = yaml_position(e.inner()).unwrap_or((chunk.first_line, None));
+        let (line, column) = yaml_position(e.inner(), chunk).unwrap_or((chunk.first_line, None));
         let message = e.inner().to_string();
         let message = strip_position_suffix(&message);
         let path = field_path(&e.path().to_string(), message);
@@ -218,8 +222,14 @@ fn parse_document(
     Ok(ParsedResource { resource, location })
 }
 
-fn yaml_position(error: &serde_yaml_ng::Error) -> Option<(usize, Option<usize>)> {
-    error.location().map(|l| (l.line(), Some(l.column())))
+/// The file line and column of a YAML error inside `chunk`.
+fn yaml_position(
+    error: &serde_yaml_ng::Error,
+    chunk: &DocumentChunk,
+) -> Option<(usize, Option<usize>)> {
+    error
+        .location()
+        .map(|l| (l.line() + chunk.line_offset, Some(l.column())))
 }
 
 /// serde_yaml's messages end with " at line L column C"; we report those
@@ -263,9 +273,8 @@ fn field_path(path: &str, message: &str) -> String {
 }
 
 /// The line of a top-level `key:` in a document, for errors about it.
-fn top_level_key_line(padded_text: &str, key: &str) -> Option<usize> {
-    padded_text
-        .lines()
+fn top_level_key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
         .position(|line| {
             line.strip_prefix(key)
                 .is_some_and(|rest| rest.trim_start().starts_with(':'))
@@ -284,9 +293,10 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0].first_line, 3);
         assert_eq!(chunks[1].first_line, 8);
-        assert_eq!(chunks[1].padded_text.lines().nth(7), Some("b: 2"));
-        assert!(chunks[1].padded_text.contains("  ---\n"));
-        assert!(!chunks[1].padded_text.contains("ignored"));
+        assert_eq!(chunks[1].line_offset, 6);
+        assert_eq!(chunks[1].text.lines().nth(1), Some("b: 2"));
+        assert!(chunks[1].text.contains("  ---\n"));
+        assert!(!chunks[1].text.contains("ignored"));
     }
 
     #[test]

@@ -34,8 +34,12 @@ impl Drop for TelemetryGuard {
 pub fn init(service: &str, args: &RuntimeArgs) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("--log-level {:?} is not a valid filter", args.log_level))?;
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let logs = match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(colour)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -13,16 +13,19 @@
 //! - After that, the same consumer delivers every change in revision order.
 //!   Whenever it fails, ends, or the connection comes back after a drop, a new
 //!   consumer starts at the last revision handed out + 1; anything at or below
-//!   it is dropped, so nothing is replayed.
-//! - Before each new consumer the stream's creation time and last revision are
-//!   compared with what was seen before. A bucket deleted and created again
-//!   (e.g. a server that lost its storage) restarts numbering, so resuming by
-//!   revision would silently skip changes: instead the whole state is loaded
-//!   again and handed out as the difference (deletes for keys that are gone,
-//!   puts for every current key).
+//!   it is dropped, so nothing is replayed. This is exact because a delete
+//!   leaves a marker in the stream until the key is written again.
+//! - Where that does not hold, the whole state is loaded again instead and
+//!   handed out as the difference from what was handed out before (deletes
+//!   for keys that are gone, puts for keys whose revision changed; nothing for
+//!   the rest). That is the case when the bucket was deleted and created
+//!   again (its creation time changed, or its revisions went backwards, e.g. a
+//!   server that lost its storage: resuming by number would skip changes),
+//!   and in buckets with a `max_age`, whose expiry markers expire too, so an
+//!   absence longer than that would miss expiries.
 
 use std::{
-    collections::{BTreeMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     pin::Pin,
     sync::atomic::Ordering,
     task::{Context, Poll},
@@ -36,6 +39,7 @@ use async_nats::{
         self,
         consumer::{DeliverPolicy, ReplayPolicy, push},
         kv::{Operation, Store},
+        stream,
     },
 };
 use futures::{Stream, StreamExt, stream::BoxStream};
@@ -147,6 +151,10 @@ enum Phase<T> {
 }
 
 /// What interrupted waiting for the next message.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the stack for one call; boxing would allocate per message"
+)]
 enum Wake {
     Message(jetstream::Message),
     /// The consumer is unusable or stale; start a new one.
@@ -167,9 +175,10 @@ struct StateWatcher<T> {
     /// Highest revision handed out (or skipped as irrelevant); live consumers
     /// resume right after it.
     last_revision: u64,
-    /// Keys whose latest handed-out change is a put (decodable or not): a
-    /// delete is reported only for those, and a reload diffs against them.
-    present: HashSet<String>,
+    /// Keys whose latest handed-out change is a put (decodable or not), with
+    /// its revision: a delete is reported only for those, and a reload is
+    /// handed out as the difference from them.
+    present: HashMap<String, u64>,
     synced_sent: bool,
     /// Creation time of the stream being followed, to notice it was replaced.
     stream_created: Option<DateTime>,
@@ -193,7 +202,7 @@ where
             messages: None,
             ready: VecDeque::new(),
             last_revision: 0,
-            present: HashSet::new(),
+            present: HashMap::new(),
             synced_sent: false,
             stream_created: None,
             connects_at_start: 0,
@@ -245,7 +254,7 @@ where
         self.connects_at_start = self.client.statistics().connects.load(Ordering::Relaxed);
 
         let info = self.store.stream.get_info().await?;
-        self.notice_replaced_stream(info.created, info.state.last_sequence);
+        self.reload_if_resuming_is_unsafe(&info);
 
         let deliver_policy = match &mut self.phase {
             Phase::Snapshot(snapshot) => {
@@ -285,20 +294,26 @@ where
         Ok(())
     }
 
-    /// Switches to reloading the whole state if the stream was replaced since
-    /// the last consumer started.
-    fn notice_replaced_stream(&mut self, created: DateTime, last_revision: u64) {
-        let recreated = self.stream_created.is_some_and(|seen| seen != created);
-        let rewound = last_revision < self.last_revision;
-        self.stream_created = Some(created);
-        if recreated || rewound {
+    /// Switches to reloading the whole state where resuming after the last
+    /// revision could miss changes (see the module documentation).
+    fn reload_if_resuming_is_unsafe(&mut self, info: &stream::Info) {
+        let replaced = self.stream_created.is_some_and(|seen| seen != info.created)
+            || info.state.last_sequence < self.last_revision;
+        self.stream_created = Some(info.created);
+        if replaced {
             warn!(
                 bucket = %self.bucket,
                 last_seen_revision = self.last_revision,
-                server_last_revision = last_revision,
+                server_last_revision = info.state.last_sequence,
                 "bucket was recreated on the server; reloading its whole state"
             );
+            // Revisions of the old bucket mean nothing in the new one: every
+            // current key is handed out again.
+            self.present.values_mut().for_each(|revision| *revision = 0);
             self.last_revision = 0;
+            self.phase = Phase::Snapshot(Snapshot::empty());
+        } else if matches!(self.phase, Phase::Live) && !info.config.max_age.is_zero() {
+            debug!(bucket = %self.bucket, "values expire in this bucket; reloading instead of resuming");
             self.phase = Phase::Snapshot(Snapshot::empty());
         }
     }
@@ -380,7 +395,7 @@ where
                 self.last_revision = revision;
                 match change {
                     Operation::Put => {
-                        self.present.insert(key.to_owned());
+                        self.present.insert(key.to_owned(), revision);
                         let value = codec::decode(&self.bucket, key, revision, &message.payload);
                         self.ready.push_back(value.map(|value| StateEvent::Put {
                             key: key.to_owned(),
@@ -389,7 +404,7 @@ where
                         }));
                     }
                     Operation::Delete | Operation::Purge => {
-                        if self.present.remove(key) {
+                        if self.present.remove(key).is_some() {
                             self.ready.push_back(Ok(StateEvent::Delete {
                                 key: key.to_owned(),
                                 revision,
@@ -401,33 +416,40 @@ where
         }
     }
 
-    /// Hands out the collected state (as a difference from what was handed out
-    /// before, which is nothing unless the bucket was recreated) and goes live.
+    /// Hands out the collected state as the difference from what was handed
+    /// out before (on the first load: everything) and goes live.
     fn finish_snapshot(&mut self) {
         let Phase::Snapshot(snapshot) = std::mem::replace(&mut self.phase, Phase::Live) else {
             return;
         };
         let revision = snapshot.revision;
         self.last_revision = revision;
+        let keys = snapshot.entries.len();
 
         let mut gone: Vec<String> = self
             .present
-            .iter()
+            .keys()
             .filter(|key| !snapshot.entries.contains_key(*key))
             .cloned()
             .collect();
         gone.sort();
+        let mut changes = gone.len();
         for key in gone {
+            self.present.remove(&key);
             self.ready
                 .push_back(Ok(StateEvent::Delete { key, revision }));
         }
 
-        self.present = snapshot.entries.keys().cloned().collect();
-        let keys = snapshot.entries.len();
-        let mut entries: Vec<_> = snapshot.entries.into_iter().collect();
-        entries.sort_by_key(|(_, entry)| entry.revision);
-        for (key, entry) in entries {
+        let mut changed: Vec<_> = snapshot
+            .entries
+            .into_iter()
+            .filter(|(key, entry)| self.present.get(key) != Some(&entry.revision))
+            .collect();
+        changed.sort_by_key(|(_, entry)| entry.revision);
+        changes += changed.len();
+        for (key, entry) in changed {
             let revision = entry.revision;
+            self.present.insert(key.clone(), revision);
             self.ready
                 .push_back(entry.value.map(|value| StateEvent::Put {
                     key,
@@ -440,7 +462,7 @@ where
             self.synced_sent = true;
             self.ready.push_back(Ok(StateEvent::Synced { revision }));
         }
-        info!(bucket = %self.bucket, keys, revision, "bucket state loaded; following changes");
+        info!(bucket = %self.bucket, keys, changes, revision, "bucket state loaded; following changes");
     }
 }
 

@@ -6,9 +6,13 @@ use crate::support::{NatsServer, SOON, wait_for_state, within};
 async fn connect_returns_at_once_and_connects_when_the_server_comes_up() {
     let mut server = NatsServer::stopped();
 
-    let bus = within(SOON, "Bus::connect", Bus::connect(server.url(), "early-bird"))
-        .await
-        .expect("set up the bus client");
+    let bus = within(
+        SOON,
+        "Bus::connect",
+        Bus::connect(server.url(), "early-bird"),
+    )
+    .await
+    .expect("set up the bus client");
     assert_eq!(bus.connection_state(), ConnectionState::Connecting);
     assert!(!bus.is_connected());
 

@@ -38,7 +38,11 @@ async fn put_get_delete_with_increasing_revisions() {
 
     let status = bucket.status().await.unwrap();
     assert_eq!(status.bucket, "routes");
-    assert_eq!(status.last_revision, third + 1, "the delete is a revision too");
+    assert_eq!(
+        status.last_revision,
+        third + 1,
+        "the delete is a revision too"
+    );
 }
 
 #[tokio::test]
@@ -51,7 +55,10 @@ async fn compare_and_set_and_create() {
         .unwrap();
 
     let created = bucket.create("leader", &route("pilot-0", 0)).await.unwrap();
-    let error = bucket.create("leader", &route("pilot-1", 0)).await.unwrap_err();
+    let error = bucket
+        .create("leader", &route("pilot-1", 0))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, KvError::AlreadyExists { key, .. } if key == "leader"),
         "{error:?}"
@@ -94,7 +101,10 @@ async fn opening_an_existing_bucket_keeps_it_and_its_values() {
 
     // Same configuration: idempotent.
     let again = bus.kv_bucket::<Route>(config).await.unwrap();
-    assert_eq!(again.get("a").await.unwrap(), Some((route("a", 1), revision)));
+    assert_eq!(
+        again.get("a").await.unwrap(),
+        Some((route("a", 1), revision))
+    );
 
     // Another configuration: the existing bucket is used as it is.
     let other = bus
@@ -102,7 +112,10 @@ async fn opening_an_existing_bucket_keeps_it_and_its_values() {
         .await
         .unwrap();
     assert_eq!(other.status().await.unwrap().history, 5);
-    assert_eq!(other.get("a").await.unwrap(), Some((route("a", 1), revision)));
+    assert_eq!(
+        other.get("a").await.unwrap(),
+        Some((route("a", 1), revision))
+    );
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@ use std::time::{Duration, Instant};
 use event_bus::{BucketConfig, ConnectionState, StateEvent, StateMirror};
 
 use crate::support::{
-    NatsServer, Route, SOON, assert_quiet, connected_bus, delete, next_events, put,
-    put_when_ready, retry_when_ready, route, wait_for_state,
+    NatsServer, Route, SOON, assert_quiet, connected_bus, delete, next_events, put, put_when_ready,
+    retry_when_ready, route, wait_for_state,
 };
 
 #[tokio::test]
@@ -28,7 +28,10 @@ async fn a_watch_survives_a_server_restart_without_gaps_or_duplicates() {
         ]
     );
     let c1 = writer.put("c", &route("c", 1)).await.unwrap();
-    assert_eq!(next_events(&mut watch, 1).await, [put("c", route("c", 1), c1)]);
+    assert_eq!(
+        next_events(&mut watch, 1).await,
+        [put("c", route("c", 1), c1)]
+    );
 
     let outage = Instant::now();
     server.kill();
@@ -53,6 +56,12 @@ async fn a_watch_survives_a_server_restart_without_gaps_or_duplicates() {
         ],
         "only what changed after the restart, once"
     );
+    // The resumed watch keeps following.
+    let e1 = writer.put("e", &route("e", 1)).await.unwrap();
+    assert_eq!(
+        next_events(&mut watch, 1).await,
+        [put("e", route("e", 1), e1)]
+    );
     assert_quiet(&mut watch, Duration::from_millis(500)).await;
 
     // And a fresh reader agrees with what the old one followed.
@@ -63,6 +72,7 @@ async fn a_watch_survives_a_server_restart_without_gaps_or_duplicates() {
         ("c", route("c", 1), c1),
         ("d", route("d", 1), d1),
         ("a", route("a", 2), a2),
+        ("e", route("e", 1), e1),
     ] {
         expected.apply(put(key, value, revision));
     }
@@ -87,6 +97,51 @@ async fn a_watch_started_while_the_server_is_down_loads_once_it_is_back() {
     server.start().await;
     assert_eq!(
         next_events(&mut watch, 2).await,
-        [put("a", route("a", 1), a1), StateEvent::Synced { revision: a1 }]
+        [
+            put("a", route("a", 1), a1),
+            StateEvent::Synced { revision: a1 }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_expiring_bucket_is_reloaded_after_a_restart_and_only_changes_are_handed_out() {
+    let mut server = NatsServer::running().await;
+    let bus = connected_bus(&server, "ttl-reader").await;
+    let bucket = bus
+        .kv_bucket::<Route>(BucketConfig::new("ttl-restart").with_max_age(Duration::from_secs(4)))
+        .await
+        .unwrap();
+    let a1 = bucket.put("a", &route("a", 1)).await.unwrap();
+    let b1 = bucket.put("b", &route("b", 1)).await.unwrap();
+    let mut watch = bucket.watch_state();
+    assert_eq!(
+        next_events(&mut watch, 3).await,
+        [
+            put("a", route("a", 1), a1),
+            put("b", route("b", 1), b1),
+            StateEvent::Synced { revision: b1 },
+        ]
+    );
+
+    server.kill();
+    wait_for_state(&bus, ConnectionState::Disconnected, SOON).await;
+    server.start().await;
+    wait_for_state(&bus, ConnectionState::Connected, SOON).await;
+
+    // The watch reloads this bucket rather than resuming, and hands out only
+    // what differs: the new value of "b", not "a" again.
+    let b2 = put_when_ready(&bucket, "b", &route("b", 2)).await;
+    assert_eq!(
+        next_events(&mut watch, 1).await,
+        [put("b", route("b", 2), b2)]
+    );
+    assert_quiet(&mut watch, Duration::from_millis(300)).await;
+
+    // Expiry still reaches the watch.
+    let expired = next_events(&mut watch, 1).await;
+    assert!(
+        matches!(&expired[..], [StateEvent::Delete { key, .. }] if key == "a"),
+        "{expired:?}"
     );
 }

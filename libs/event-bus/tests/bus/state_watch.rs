@@ -106,14 +106,24 @@ async fn a_subscriber_that_was_away_sees_exactly_the_current_state() {
         writer.put(key, &route(key, 1)).await.unwrap();
     }
     let mut first_visit = StateMirror::new();
-    within(SOON, "the first sync", first_visit.sync(&mut reader.watch_state()))
-        .await
-        .unwrap();
+    within(
+        SOON,
+        "the first sync",
+        first_visit.sync(&mut reader.watch_state()),
+    )
+    .await
+    .unwrap();
     assert_eq!(first_visit.len(), 4);
 
     // While the reader is away.
-    writer.put("overwrite", &route("overwrite", 2)).await.unwrap();
-    writer.put("overwrite", &route("overwrite", 3)).await.unwrap();
+    writer
+        .put("overwrite", &route("overwrite", 2))
+        .await
+        .unwrap();
+    writer
+        .put("overwrite", &route("overwrite", 3))
+        .await
+        .unwrap();
     writer.delete("delete").await.unwrap();
     writer.delete("delete-then-put").await.unwrap();
     writer
@@ -121,7 +131,10 @@ async fn a_subscriber_that_was_away_sees_exactly_the_current_state() {
         .await
         .unwrap();
     writer.put("new", &route("new", 1)).await.unwrap();
-    writer.put("transient", &route("transient", 1)).await.unwrap();
+    writer
+        .put("transient", &route("transient", 1))
+        .await
+        .unwrap();
     writer.delete("transient").await.unwrap();
 
     let mut watch = reader.watch_state();
@@ -186,7 +199,10 @@ async fn a_value_that_does_not_decode_is_reported_and_the_watch_goes_on() {
     let bad = raw.put("bad", &json!("not a route")).await.unwrap();
 
     let mut watch = typed.watch_state();
-    assert_eq!(next_event(&mut watch).await, put("good", route("good", 1), good));
+    assert_eq!(
+        next_event(&mut watch).await,
+        put("good", route("good", 1), good)
+    );
     let invalid = within(SOON, "the invalid entry", watch.next())
         .await
         .unwrap()
@@ -209,7 +225,10 @@ async fn a_value_that_does_not_decode_is_reported_and_the_watch_goes_on() {
     let fixed = typed.put("good", &route("good", 2)).await.unwrap();
     assert_eq!(
         next_events(&mut watch, 2).await,
-        [delete("bad", fixed - 1), put("good", route("good", 2), fixed)]
+        [
+            delete("bad", fixed - 1),
+            put("good", route("good", 2), fixed)
+        ]
     );
 }
 

@@ -59,10 +59,14 @@ async fn wildcard_subscriptions_receive_every_matching_subject() {
             .await
             .unwrap();
     }
-    let received: Vec<u32> = within(SOON, "two notifications", subscription.by_ref().take(2).collect::<Vec<_>>())
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let received: Vec<u32> = within(
+        SOON,
+        "two notifications",
+        subscription.by_ref().take(2).collect::<Vec<_>>(),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
     assert_eq!(received, [1, 2]);
 }

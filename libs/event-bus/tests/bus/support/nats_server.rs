@@ -55,15 +55,20 @@ impl NatsServer {
             .open(&log_path)
             .expect("open the nats-server log file");
         let process = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.dir.path().join("store"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicate the log file handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start {}: {error}", self.binary.display())
-            });
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.binary.display()));
         self.process = Some(process);
         self.wait_until_accepting().await;
     }
