@@ -10,9 +10,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use async_nats::{Client, Subscriber};
+use async_nats::{Client, RequestErrorKind, Subscriber, connection::State};
 use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::debug;
 
 use crate::Bus;
 
@@ -93,8 +94,8 @@ where
     }
 
     /// Sends `message` to current subscribers. Succeeds once the message is
-    /// queued; while the bus is disconnected, queued messages go out after
-    /// the reconnect or are lost if the queue fills.
+    /// queued in the client; while the bus is disconnected, queued messages go
+    /// out after the reconnect, and this waits if the client's queue is full.
     pub async fn publish(&self, message: &T) -> Result<(), TopicError> {
         let payload = serde_json::to_vec(message).map_err(|source| TopicError::Encode {
             subject: self.subject.clone(),
@@ -109,8 +110,12 @@ where
             })
     }
 
-    /// Every message published from now on. The subscription survives
-    /// reconnects (messages sent while disconnected are missed).
+    /// Every message published from now on.
+    ///
+    /// When connected, returns only once the server has registered the
+    /// subscription, so a caller can subscribe and then read state without
+    /// missing a notification sent in between. The subscription survives
+    /// reconnects; messages sent while disconnected are missed.
     pub async fn subscribe(&self) -> Result<TopicSubscription<T>, TopicError> {
         let subscriber = self
             .client
@@ -120,10 +125,32 @@ where
                 subject: self.subject.clone(),
                 source,
             })?;
+        wait_for_server_round_trip(&self.client).await;
         Ok(TopicSubscription {
             subscriber,
             message_type: PhantomData,
         })
+    }
+}
+
+/// Waits until the server has processed what this client sent so far.
+///
+/// `Client::flush` only writes to the socket. async-nats has no ping, but a
+/// request to a subject nobody listens on is answered by the server itself
+/// ("no responders"), and only after the operations sent before it on this
+/// connection, which the server handles in order.
+async fn wait_for_server_round_trip(client: &Client) {
+    if client.connection_state() != State::Connected {
+        // Operations sent while disconnected take effect on reconnect.
+        return;
+    }
+    let probe = format!("{}.round-trip", client.new_inbox());
+    match client.request(probe, "".into()).await {
+        Err(error) if error.kind() == RequestErrorKind::NoResponders => {}
+        Ok(_) => {}
+        Err(error) => {
+            debug!(%error, "no round trip to the bus server; the subscription may start late")
+        }
     }
 }
 

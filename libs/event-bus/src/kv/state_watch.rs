@@ -89,6 +89,10 @@ pub enum StateEvent<T> {
 /// `Put`, and the stream goes on; the key still counts as present, so a later
 /// delete of it is reported.
 ///
+/// If the bucket is deleted and created again on the server, the watch
+/// reloads it and hands out the difference as ordinary changes, carrying the
+/// new bucket's revisions (which start over from 1).
+///
 /// Nothing happens until it is polled; it holds no task of its own.
 pub struct StateWatch<T> {
     events: BoxStream<'static, Result<StateEvent<T>, InvalidEntry>>,

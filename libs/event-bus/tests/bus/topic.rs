@@ -19,9 +19,9 @@ async fn published_notifications_reach_subscribers_and_bad_ones_are_reported() {
     let publisher: Topic<ConfigSignal> = publisher_bus.topic(subject);
     let topic: Topic<ConfigSignal> = subscriber_bus.topic(subject);
 
+    // Returns once the server has the subscription, so the other client's
+    // messages cannot overtake it.
     let mut subscription = topic.subscribe().await.unwrap();
-    // Make sure the server has the subscription before the other client sends.
-    subscriber_bus.client().flush().await.unwrap();
 
     publisher
         .publish(&ConfigSignal::Changed { revision: 7 })
