@@ -54,11 +54,5 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         axum::Router::new(),
     )
     .await?;
-    let shutdown = runtime.shutdown.clone();
-    runtime
-        .run(async move {
-            shutdown.wait().await;
-            Ok(())
-        })
-        .await
+    runtime.run_until_shutdown().await
 }

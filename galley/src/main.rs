@@ -1,9 +1,10 @@
 //! Trireme galley: validates Istio configuration and publishes it to the bus.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
-use service_runtime::{BusArgs, Health, MetricsRegistry, RuntimeArgs, ServiceRuntime};
+use event_bus::{Bus, ConnectionState};
+use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime};
 
 const COMPONENT: &str = "galley";
 
@@ -11,15 +12,8 @@ const COMPONENT: &str = "galley";
 #[derive(Debug, Parser)]
 #[command(name = COMPONENT, version, about)]
 struct Args {
-    /// Address of the HTTP server for /metrics, /healthz/live, /healthz/ready and /version.
-    #[arg(long, env = "TRIREME_HTTP_ADDR", default_value = "0.0.0.0:15014")]
-    http_addr: SocketAddr,
-
     #[command(flatten)]
-    bus: BusArgs,
-
-    #[command(flatten)]
-    runtime: RuntimeArgs,
+    common: ControlPlaneArgs,
 }
 
 #[tokio::main]
@@ -32,23 +26,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bus_ready = health.register("bus", "connecting to NATS");
     let runtime = ServiceRuntime::start(
         COMPONENT,
-        &args.runtime,
-        args.http_addr,
+        &args.common.runtime,
+        args.common.http_addr,
         MetricsRegistry::new(COMPONENT),
         health,
         axum::Router::new(),
     )
     .await?;
-    let bus = event_bus::Bus::connect(&args.bus.nats_url, COMPONENT).await?;
-    bus_ready.follow(bus.watch_connection(), |state| {
-        (state.is_connected(), state.as_str().to_string())
-    });
-
-    let shutdown = runtime.shutdown.clone();
-    runtime
-        .run(async move {
-            shutdown.wait().await;
-            Ok(())
-        })
-        .await
+    let bus = Bus::connect(&args.common.bus.nats_url, COMPONENT).await?;
+    bus_ready.follow(bus.watch_connection(), ConnectionState::readiness);
+    runtime.run_until_shutdown().await
 }

@@ -75,6 +75,12 @@ impl ConnectionState {
             ConnectionState::Closed => "closed",
         }
     }
+
+    /// Whether a service can work in this state, and how to say so in its
+    /// readiness report.
+    pub fn readiness(&self) -> (bool, String) {
+        (self.is_connected(), self.as_str().to_string())
+    }
 }
 
 impl fmt::Display for ConnectionState {

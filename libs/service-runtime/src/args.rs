@@ -64,6 +64,21 @@ mod tests {
     }
 }
 
+/// The flags every control-plane service (pilot, citadel, galley, injector)
+/// shares: its admin HTTP address, the bus, and the runtime flags.
+#[derive(Debug, Clone, Args)]
+pub struct ControlPlaneArgs {
+    /// Address of the HTTP server for /metrics, /healthz/live, /healthz/ready and /version.
+    #[arg(long, env = "TRIREME_HTTP_ADDR", default_value = "0.0.0.0:15014")]
+    pub http_addr: std::net::SocketAddr,
+
+    #[command(flatten)]
+    pub bus: BusArgs,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
 /// Where a control-plane service finds the NATS bus.
 #[derive(Debug, Clone, Args)]
 pub struct BusArgs {

@@ -19,7 +19,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod version;
 
-pub use args::{BusArgs, LogFormat, RuntimeArgs};
+pub use args::{BusArgs, ControlPlaneArgs, LogFormat, RuntimeArgs};
 pub use health::{Health, Readiness};
 pub use metrics::MetricsRegistry;
 pub use runtime::ServiceRuntime;

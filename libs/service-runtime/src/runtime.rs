@@ -55,6 +55,17 @@ impl ServiceRuntime {
         })
     }
 
+    /// Serves the admin endpoints until shutdown is signalled, for a service
+    /// whose work all happens in tasks it has spawned.
+    pub async fn run_until_shutdown(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        self.run(async move {
+            shutdown.wait().await;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `work` until it ends or shutdown is signalled. `work` should watch
     /// [`Shutdown`] and wind down when it fires; it gets the drain timeout to do
     /// so, after which the service exits regardless.
