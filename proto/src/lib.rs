@@ -6,6 +6,8 @@
 
 pub use envoy_types as envoy;
 
+pub mod json;
+
 pub mod istio {
     pub mod v1 {
         pub mod auth {

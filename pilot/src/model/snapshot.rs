@@ -1,0 +1,277 @@
+//! The immutable view every push is generated from: the Istio config pilot
+//! holds plus the service registry, shared by all proxies through an `Arc`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mesh_config::networking::{
+    DestinationRule, Gateway, ServiceEntry, VirtualService, WorkloadEntry,
+};
+use mesh_config::{AnyResource, Resource};
+
+use super::{Endpoint, Proxy, Service};
+
+/// Mesh-wide settings (Istio's MeshConfig subset pilot needs so far).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// Config here applies to every namespace (Istio's `rootNamespace`).
+    pub root_namespace: String,
+    /// `cluster.local` unless configured.
+    pub domain_suffix: String,
+    pub trust_domain: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        Self {
+            root_namespace: "istio-system".into(),
+            domain_suffix: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// The Istio resources pilot holds, by kind, each with its namespace filled in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigSet {
+    pub virtual_services: Vec<Resource<VirtualService>>,
+    pub destination_rules: Vec<Resource<DestinationRule>>,
+    pub gateways: Vec<Resource<Gateway>>,
+    pub service_entries: Vec<Resource<ServiceEntry>>,
+    pub workload_entries: Vec<Resource<WorkloadEntry>>,
+    /// Kinds pilot keeps (for `/debug/configz`) but does not translate yet.
+    pub other: Vec<AnyResource>,
+}
+
+/// The namespace given to resources that name none, as `kubectl` would.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+impl ConfigSet {
+    /// Sorts resources into kinds; namespaces default to `default`. Order is
+    /// made deterministic (by namespace, then name) so output is stable.
+    pub fn from_resources(resources: impl IntoIterator<Item = AnyResource>) -> ConfigSet {
+        let mut set = ConfigSet::default();
+        for resource in resources {
+            match resource {
+                AnyResource::VirtualService(r) => set.virtual_services.push(with_namespace(*r)),
+                AnyResource::DestinationRule(r) => set.destination_rules.push(with_namespace(*r)),
+                AnyResource::Gateway(r) => set.gateways.push(with_namespace(*r)),
+                AnyResource::ServiceEntry(r) => set.service_entries.push(with_namespace(*r)),
+                AnyResource::WorkloadEntry(r) => set.workload_entries.push(with_namespace(*r)),
+                other => set.other.push(other),
+            }
+        }
+        sort_by_key(&mut set.virtual_services);
+        sort_by_key(&mut set.destination_rules);
+        sort_by_key(&mut set.gateways);
+        sort_by_key(&mut set.service_entries);
+        sort_by_key(&mut set.workload_entries);
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.virtual_services.len()
+            + self.destination_rules.len()
+            + self.gateways.len()
+            + self.service_entries.len()
+            + self.workload_entries.len()
+            + self.other.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn with_namespace<S>(mut resource: Resource<S>) -> Resource<S> {
+    if resource.metadata.namespace.as_deref().is_none_or(str::is_empty) {
+        resource.metadata.namespace = Some(DEFAULT_NAMESPACE.to_string());
+    }
+    resource
+}
+
+fn sort_by_key<S>(resources: &mut [Resource<S>]) {
+    resources.sort_by(|a, b| {
+        (a.metadata.namespace.as_deref(), a.metadata.name.as_str())
+            .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_str()))
+    });
+}
+
+/// Namespace of a resource from a [`ConfigSet`] (always filled in).
+pub fn namespace_of<S>(resource: &Resource<S>) -> &str {
+    resource.namespace_or(DEFAULT_NAMESPACE)
+}
+
+/// Everything a push is generated from. Cheap to share; never mutated.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSnapshot {
+    pub settings: MeshSettings,
+    pub config: Arc<ConfigSet>,
+    /// Services by host name.
+    pub services: BTreeMap<String, Service>,
+    /// Endpoints by service host name.
+    pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
+}
+
+impl MeshSnapshot {
+    pub fn service(&self, hostname: &str) -> Option<&Service> {
+        self.services.get(hostname)
+    }
+
+    pub fn endpoints(&self, hostname: &str) -> &[Endpoint] {
+        self.endpoints
+            .get(hostname)
+            .map(|e| e.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Expands a short host name as Istio does: `reviews` written in
+    /// namespace `ns` means `reviews.ns.svc.<domain>`.
+    pub fn qualify_host(&self, host: &str, namespace: &str) -> String {
+        if host.contains('.') || host.contains('*') {
+            host.to_string()
+        } else {
+            format!("{host}.{namespace}.svc.{}", self.settings.domain_suffix)
+        }
+    }
+
+    /// The DestinationRule that applies to `hostname` for a proxy in
+    /// `proxy_namespace`: the proxy's namespace first, then the service's,
+    /// then the root namespace; an exact host beats a wildcard.
+    pub fn destination_rule(
+        &self,
+        hostname: &str,
+        proxy_namespace: &str,
+    ) -> Option<&Resource<DestinationRule>> {
+        let service_namespace = self.service(hostname).map(|s| s.namespace.as_str());
+        let namespaces = [
+            Some(proxy_namespace),
+            service_namespace,
+            Some(self.settings.root_namespace.as_str()),
+        ];
+        for namespace in namespaces.into_iter().flatten() {
+            let in_namespace = || {
+                self.config
+                    .destination_rules
+                    .iter()
+                    .filter(move |dr| namespace_of(dr) == namespace)
+            };
+            let exact = in_namespace()
+                .find(|dr| self.qualify_host(&dr.spec.host, namespace_of(dr)) == hostname);
+            if exact.is_some() {
+                return exact;
+            }
+            let wildcard = in_namespace()
+                .filter(|dr| dr.spec.host.starts_with('*'))
+                .filter(|dr| host_matches(&dr.spec.host, hostname))
+                .max_by_key(|dr| dr.spec.host.len());
+            if wildcard.is_some() {
+                return wildcard;
+            }
+        }
+        None
+    }
+
+    /// Gateways whose selector matches the proxy's labels (in any namespace,
+    /// as Istio does by default).
+    pub fn gateways_for(&self, proxy: &Proxy) -> Vec<&Resource<Gateway>> {
+        self.config
+            .gateways
+            .iter()
+            .filter(|gw| {
+                !gw.spec.selector.is_empty()
+                    && gw
+                        .spec
+                        .selector
+                        .iter()
+                        .all(|(k, v)| proxy.labels.get(k) == Some(v))
+            })
+            .collect()
+    }
+
+    /// VirtualServices bound to the gateway `namespace/name`: listed in their
+    /// `gateways` as `name` (same namespace) or `namespace/name`.
+    pub fn virtual_services_for_gateway(
+        &self,
+        gateway_namespace: &str,
+        gateway_name: &str,
+    ) -> Vec<&Resource<VirtualService>> {
+        self.config
+            .virtual_services
+            .iter()
+            .filter(|vs| {
+                vs.spec.gateways.iter().any(|reference| {
+                    gateway_reference_matches(
+                        reference,
+                        namespace_of(vs),
+                        gateway_namespace,
+                        gateway_name,
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a VirtualService's `gateways` entry names `namespace/name`.
+pub fn gateway_reference_matches(
+    reference: &str,
+    virtual_service_namespace: &str,
+    gateway_namespace: &str,
+    gateway_name: &str,
+) -> bool {
+    match reference.split_once('/') {
+        Some((ns, name)) => ns == gateway_namespace && name == gateway_name,
+        None => virtual_service_namespace == gateway_namespace && reference == gateway_name,
+    }
+}
+
+/// Istio host matching: `*` matches everything, `*.example.com` matches any
+/// name ending in `.example.com`, anything else matches itself exactly.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching_follows_istio() {
+        assert!(host_matches("*", "anything.example.com"));
+        assert!(host_matches("*.example.com", "a.example.com"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(host_matches("reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local"));
+        assert!(!host_matches("reviews", "ratings"));
+    }
+
+    #[test]
+    fn gateway_references_resolve_namespaces() {
+        assert!(gateway_reference_matches("gw", "ns", "ns", "gw"));
+        assert!(!gateway_reference_matches("gw", "other", "ns", "gw"));
+        assert!(gateway_reference_matches("ns/gw", "other", "ns", "gw"));
+        assert!(!gateway_reference_matches("mesh", "ns", "ns", "gw"));
+    }
+}
+
+impl MeshSnapshot {
+    /// A snapshot whose registry is the config's ServiceEntries and WorkloadEntries.
+    pub fn from_config(config: ConfigSet, settings: MeshSettings) -> MeshSnapshot {
+        let (services, endpoints) = crate::registry::from_config(&config, &settings);
+        MeshSnapshot {
+            settings,
+            config: Arc::new(config),
+            services,
+            endpoints: endpoints
+                .into_iter()
+                .map(|(host, eps)| (host, Arc::new(eps)))
+                .collect(),
+        }
+    }
+}

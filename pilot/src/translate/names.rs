@@ -1,0 +1,87 @@
+//! Istio's names for generated resources, kept so that operators' habits,
+//! dashboards and `istioctl`-style tooling carry over.
+
+/// How traffic flows through a cluster, the first part of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// `outbound|<port>|<subset>|<host>` (subset empty when none).
+pub fn cluster_name(direction: Direction, port: u32, subset: &str, host: &str) -> String {
+    format!("{}|{port}|{subset}|{host}", direction.as_str())
+}
+
+/// The parts of a cluster name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterKey<'a> {
+    pub direction: Direction,
+    pub port: u32,
+    pub subset: &'a str,
+    pub host: &'a str,
+}
+
+/// Reads a name made by [`cluster_name`]; `None` for other clusters.
+pub fn parse_cluster_name(name: &str) -> Option<ClusterKey<'_>> {
+    let mut parts = name.splitn(4, '|');
+    let direction = match parts.next()? {
+        "outbound" => Direction::Outbound,
+        "inbound" => Direction::Inbound,
+        _ => return None,
+    };
+    let port = parts.next()?.parse().ok()?;
+    let subset = parts.next()?;
+    let host = parts.next()?;
+    Some(ClusterKey {
+        direction,
+        port,
+        subset,
+        host,
+    })
+}
+
+/// Route configuration of a gateway's plain-HTTP servers on `port`.
+pub fn gateway_http_route_name(port: u32) -> String {
+    format!("http.{port}")
+}
+
+/// Route configuration of one gateway HTTPS server that terminates TLS:
+/// `https.<port>.<port name>.<gateway>.<namespace>`.
+pub fn gateway_https_route_name(port: u32, port_name: &str, gateway: &str, namespace: &str) -> String {
+    format!("https.{port}.{port_name}.{gateway}.{namespace}")
+}
+
+/// Listener of a gateway on `port`, bound to all addresses.
+pub fn gateway_listener_name(port: u32) -> String {
+    format!("0.0.0.0_{port}")
+}
+
+/// Clusters Istio always has: traffic with nowhere to go, and traffic sent on as addressed.
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_round_trip() {
+        let name = cluster_name(Direction::Outbound, 9080, "v1", "reviews.default.svc.cluster.local");
+        assert_eq!(name, "outbound|9080|v1|reviews.default.svc.cluster.local");
+        let key = parse_cluster_name(&name).unwrap();
+        assert_eq!(key.port, 9080);
+        assert_eq!(key.subset, "v1");
+        assert_eq!(key.host, "reviews.default.svc.cluster.local");
+        assert_eq!(parse_cluster_name("BlackHoleCluster"), None);
+    }
+}

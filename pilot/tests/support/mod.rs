@@ -1,0 +1,64 @@
+//! Shared helpers for pilot's in-process tests: build a snapshot from YAML,
+//! make proxies, and compare generated Envoy resources with golden JSON files.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use mesh_config::parse_all;
+use pilot::model::{ConfigSet, MeshSettings, MeshSnapshot, Proxy, ProxyType};
+
+/// A snapshot of the resources in `yaml` (multi-document Istio YAML).
+pub fn snapshot_from_yaml(yaml: &str) -> MeshSnapshot {
+    let resources = parse_all("test.yaml", yaml).unwrap_or_else(|errors| {
+        panic!(
+            "test config does not parse:\n{}",
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        )
+    });
+    let config = ConfigSet::from_resources(resources.into_iter().map(|r| r.resource));
+    MeshSnapshot::from_config(config, MeshSettings::default())
+}
+
+/// An ingress gateway proxy in `istio-system` labelled `istio: ingressgateway`.
+pub fn ingress_gateway() -> Proxy {
+    Proxy {
+        id: "router~10.1.0.1~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local"
+            .into(),
+        proxy_type: ProxyType::Router,
+        ip_addresses: vec!["10.1.0.1".into()],
+        pod_id: "istio-ingressgateway-1.istio-system".into(),
+        namespace: "istio-system".into(),
+        dns_domain: "istio-system.svc.cluster.local".into(),
+        labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        cluster_id: "Kubernetes".into(),
+        service_account: "istio-ingressgateway-service-account".into(),
+        workload_name: "istio-ingressgateway".into(),
+        interception_mode: "NONE".into(),
+        istio_version: "1.28.0".into(),
+        mesh_id: "cluster.local".into(),
+    }
+}
+
+/// Renders a prost message of Envoy's API as pretty proto3 JSON.
+pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
+    trireme_proto::json::message_to_json(message).expect("Envoy resources render as JSON")
+}
+
+/// Compares `actual` with `tests/golden/<name>.json`. With `UPDATE_GOLDEN=1`
+/// the file is (re)written instead, for review in the diff.
+pub fn assert_golden(name: &str, actual: &serde_json::Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.json"));
+    let rendered = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{} is missing: run with UPDATE_GOLDEN=1 and review it", path.display())
+    });
+    assert!(
+        expected == rendered,
+        "{name} differs from {} (UPDATE_GOLDEN=1 rewrites it):\n--- expected\n{expected}\n--- actual\n{rendered}",
+        path.display()
+    );
+}
