@@ -3,7 +3,7 @@
 # control-plane services on this machine, shows that each is up and ready,
 # checks the demo config, and stops everything on Ctrl-C.
 #
-# Ports (override by environment): NATS 14222, pilot 15014, citadel 15114,
+# Ports (override by environment): NATS 14222, pilot xDS 15010 and 15014, citadel 15114,
 # galley 15214, injector 15314 (each service's /metrics and /healthz/*).
 # TRIREME_DEMO_ONESHOT=1 stops after showing the status instead of waiting.
 set -euo pipefail
@@ -11,11 +11,17 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="$root/target/debug"
 nats_bin="${NATS_SERVER_BIN:-$root/.tools/bin/nats-server}"
+envoy_bin="${ENVOY_BIN:-$root/.tools/bin/envoy}"
 cd "$root"
 config_dir="${TRIREME_DEMO_CONFIG:-deploy/local/config}"
 run_dir="$(mktemp -d -t trireme-demo.XXXXXX)"
 
 nats_port="${TRIREME_DEMO_NATS_PORT:-14222}"
+xds_port="${TRIREME_DEMO_XDS_PORT:-15010}"
+# The gateway and backend ports are also written in deploy/local/config/.
+gateway_port=18080
+gateway_admin_port="${TRIREME_DEMO_GATEWAY_ADMIN_PORT:-19000}"
+backend_ports=(18081 18082)
 declare -A http_port=(
   [pilot]="${TRIREME_DEMO_PILOT_PORT:-15014}"
   [citadel]="${TRIREME_DEMO_CITADEL_PORT:-15114}"
@@ -49,7 +55,7 @@ trap stop_all INT TERM EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$nats_port" "${http_port[@]}"; do
+for port in "$nats_port" "$xds_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}"; do
   if port_busy "$port"; then
     echo "error: port $port is already in use; stop what uses it or set TRIREME_DEMO_*_PORT" >&2
     exit 1
@@ -77,6 +83,8 @@ done
 for svc in "${services[@]}"; do
   TRIREME_HTTP_ADDR="127.0.0.1:${http_port[$svc]}" \
   TRIREME_NATS_URL="nats://127.0.0.1:$nats_port" \
+  TRIREME_XDS_ADDR="127.0.0.1:$xds_port" \
+  TRIREME_CONFIG_DIR="$config_dir" \
     "$bin/$svc" >"$run_dir/$svc.log" 2>&1 &
   pids+=($!)
 done
@@ -111,9 +119,44 @@ echo
 bold "Demo configuration ($config_dir), checked strictly"
 "$bin/trireme" validate -f "$config_dir" | sed 's/^/  /'
 echo
-bold "What is not here yet"
-say "pilot does not serve xDS, citadel does not sign, galley does not publish"
-say "config, and no workloads run: those arrive with the next issues."
+bold "Starting the catalog backends (v1 on :${backend_ports[0]}, v2 on :${backend_ports[1]}) and an Envoy ingress gateway"
+python3 "$root/deploy/local/demo-backend.py" "catalog v1" "${backend_ports[0]}" >"$run_dir/catalog-v1.log" 2>&1 &
+pids+=($!)
+python3 "$root/deploy/local/demo-backend.py" "catalog v2" "${backend_ports[1]}" >"$run_dir/catalog-v2.log" 2>&1 &
+pids+=($!)
+sed -e "s/@XDS_PORT@/$xds_port/" -e "s/@ADMIN_PORT@/$gateway_admin_port/" \
+  "$root/deploy/local/gateway-bootstrap.yaml" >"$run_dir/gateway-bootstrap.yaml"
+"$envoy_bin" -c "$run_dir/gateway-bootstrap.yaml" --concurrency 1 --disable-hot-restart \
+  -l warning >"$run_dir/gateway-envoy.log" 2>&1 &
+pids+=($!)
+
+shop() { curl -s -H "host: shop.example.com" "$@" "http://127.0.0.1:$gateway_port/products"; }
+deadline=$((SECONDS + 30))
+until [[ "$(shop 2>/dev/null)" == catalog* ]]; do
+  if ((SECONDS > deadline)); then
+    echo "error: the gateway did not start routing; logs follow" >&2
+    tail -20 "$run_dir/gateway-envoy.log" "$run_dir/pilot.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+
+count() { sort | uniq -c | awk '{printf "%s %s: %s   ", $2, $3, $1}'; }
+echo
+bold "Traffic through the gateway (stock Envoy on :$gateway_port, configured by pilot over delta xDS)"
+say "100 requests for shop.example.com    -> $(for _ in $(seq 100); do shop; done | count)(VirtualService: 90/10)"
+say "20 requests with x-user-group:testers -> $(for _ in $(seq 20); do shop -H 'x-user-group: testers'; done | count)(header match: v2 only)"
+echo
+bold "The gateway as pilot sees it (/debug/syncz)"
+curl -fsS "http://127.0.0.1:${http_port[pilot]}/debug/syncz" | python3 "$root/deploy/local/show-syncz.py"
+echo
+bold "Try it"
+say "curl -H 'host: shop.example.com' http://127.0.0.1:$gateway_port/products"
+say "edit $config_dir/catalog.yaml (e.g. the weights): pilot pushes the change within a second"
+say "curl http://127.0.0.1:${http_port[pilot]}/debug/config_dump?proxyID=router~127.0.0.1~shop-gateway-1.demo~demo.svc.cluster.local"
+echo
+bold "Not here yet"
+say "sidecars with mTLS, citadel signing, galley validating and publishing to the bus: the next issues."
 echo
 
 if [[ "${TRIREME_DEMO_ONESHOT:-}" == 1 || "${CI:-}" == true ]]; then

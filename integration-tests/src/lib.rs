@@ -1,6 +1,19 @@
 //! Harness for multi-process tests: find the workspace's binaries, pick free
 //! ports, start real peers (nats-server) and make sure every process started
 //! here is gone when the test ends, pass or fail.
+//!
+//! Gateway tests add: a real Envoy started from a bootstrap that points at
+//! pilot ([`envoy`]), pilot itself over a watched config directory
+//! ([`pilot`], [`config_dir`]), small HTTP backends with failure and delay
+//! knobs ([`backend`]), a blocking HTTP/1.1 client ([`http_client`]) and the
+//! Istio YAML that registers backends ([`istio_yaml`]).
+
+pub mod backend;
+pub mod config_dir;
+pub mod envoy;
+pub mod http_client;
+pub mod istio_yaml;
+pub mod pilot;
 
 use std::{
     io::{Read, Write},
@@ -88,6 +101,37 @@ impl Process {
             name: name.to_string(),
             child: Some(child),
         }
+    }
+
+    /// Like [`Process::spawn`], but keeps the output in `log` (unless
+    /// `TRIREME_TEST_LOGS=1` shows it live), so a failing test can print
+    /// what the process said with [`log_tail`].
+    pub fn spawn_logged(name: &str, mut command: Command, log: &Path) -> Process {
+        if std::env::var_os("TRIREME_TEST_LOGS").is_none() {
+            let file = std::fs::File::create(log)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+            let copy = file.try_clone().expect("duplicating a log file handle");
+            command.stdout(file).stderr(copy);
+        }
+        command.stdin(Stdio::null());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Process {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    /// The exit status if the process has ended, without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self
+            .child
+            .as_mut()?
+            .try_wait()
+            .expect("polling the child")?;
+        self.child = None;
+        Some(status)
     }
 
     pub fn pid(&self) -> Pid {
@@ -204,4 +248,11 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The last `lines` lines of a log file, for failure messages.
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

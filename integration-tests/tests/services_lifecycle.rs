@@ -11,7 +11,8 @@ use std::{
 use integration_tests::{NatsServer, Process, binary, eventually, free_port, http_get};
 use nix::sys::signal::Signal;
 
-const CONTROL_PLANE: [&str; 4] = ["pilot", "citadel", "galley", "injector"];
+/// Services whose readiness depends on the bus.
+const BUS_SERVICES: [&str; 3] = ["citadel", "galley", "injector"];
 const ALL_BINARIES: [&str; 6] = ["pilot", "citadel", "galley", "injector", "agent", "trireme"];
 
 #[test]
@@ -45,11 +46,22 @@ fn flags_document_their_environment_variables() {
     let help = String::from_utf8_lossy(&help.stdout);
     for env in [
         "TRIREME_HTTP_ADDR",
-        "TRIREME_NATS_URL",
+        "TRIREME_XDS_ADDR",
+        "TRIREME_CONFIG_DIR",
+        "PILOT_DEBOUNCE_AFTER",
         "TRIREME_LOG_FORMAT",
     ] {
         assert!(help.contains(env), "pilot --help does not mention {env}");
     }
+    let help = Command::new(binary("galley"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("TRIREME_NATS_URL"),
+        "galley --help lacks TRIREME_NATS_URL"
+    );
 }
 
 /// Starts a service with only its HTTP address moved to a free port (through
@@ -97,7 +109,7 @@ fn stop_within_five_seconds(mut process: Process) {
 #[test]
 fn control_plane_services_serve_metrics_and_turn_ready_with_the_bus() {
     let nats = NatsServer::start();
-    for name in CONTROL_PLANE {
+    for name in BUS_SERVICES {
         let (process, addr) = start_service(name, &nats.url());
         let ready = eventually(
             &format!("{name} to become ready"),
@@ -113,25 +125,47 @@ fn control_plane_services_serve_metrics_and_turn_ready_with_the_bus() {
             "{name}: {}",
             ready.1
         );
-
-        let (code, metrics) = http_get(addr, "/metrics").unwrap();
-        assert_eq!(code, 200);
-        let build = format!(
-            "istio_build{{component=\"{name}\",tag=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        assert!(
-            metrics.contains(&build),
-            "{name} metrics lack {build}:\n{metrics}"
-        );
-        assert!(metrics.contains("process_resident_memory_bytes"), "{name}");
-
-        let (code, version) = http_get(addr, "/version").unwrap();
-        assert_eq!(code, 200);
-        assert!(version.starts_with(&format!("{name} {}", env!("CARGO_PKG_VERSION"))));
-
+        assert_serves_metrics_and_version(name, addr);
         stop_within_five_seconds(process);
     }
+}
+
+fn assert_serves_metrics_and_version(name: &str, addr: SocketAddr) {
+    let (code, metrics) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let build = format!(
+        "istio_build{{component=\"{name}\",tag=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        metrics.contains(&build),
+        "{name} metrics lack {build}:\n{metrics}"
+    );
+    assert!(metrics.contains("process_resident_memory_bytes"), "{name}");
+    let (code, version) = http_get(addr, "/version").unwrap();
+    assert_eq!(code, 200);
+    assert!(version.starts_with(&format!("{name} {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn pilot_is_ready_once_its_config_is_loaded() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let xds_port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = Command::new(binary("pilot"));
+    command
+        .env("TRIREME_HTTP_ADDR", addr.to_string())
+        .env("TRIREME_XDS_ADDR", format!("127.0.0.1:{xds_port}"))
+        .env("TRIREME_CONFIG_DIR", config_dir.path());
+    let process = Process::spawn("pilot", command);
+    let ready = eventually("pilot to become ready", Duration::from_secs(10), || {
+        http_get(addr, "/healthz/ready")
+            .ok()
+            .filter(|(code, _)| *code == 200)
+    });
+    assert!(ready.1.contains("[+] config: config loaded"), "{}", ready.1);
+    assert_serves_metrics_and_version("pilot", addr);
+    stop_within_five_seconds(process);
 }
 
 #[test]
@@ -139,7 +173,7 @@ fn services_are_not_ready_without_the_bus_and_recover_when_it_appears() {
     // Nothing listens here yet: the service must stay up, say why it is not
     // ready, and become ready once the bus exists.
     let nats_port = free_port();
-    let (process, addr) = start_service("pilot", &format!("nats://127.0.0.1:{nats_port}"));
+    let (process, addr) = start_service("galley", &format!("nats://127.0.0.1:{nats_port}"));
     let (code, body) = http_get(addr, "/healthz/ready").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("[-] bus:"), "{body}");

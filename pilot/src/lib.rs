@@ -8,6 +8,9 @@
 //! - [`config_source`]: reading and watching a directory of Istio YAML;
 //! - [`debug`]: `/debug/*` pages on the HTTP port.
 
+pub mod config_source;
+pub mod debug;
 pub mod model;
 pub mod registry;
 pub mod translate;
+pub mod xds;

@@ -1,19 +1,55 @@
-//! Trireme pilot: turns services and Istio configuration into Envoy configuration, served over xDS.
+//! Trireme pilot: turns services and Istio configuration into Envoy
+//! configuration, served over xDS.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
-use event_bus::{Bus, ConnectionState};
-use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime};
+use pilot::config_source::DirectorySource;
+use pilot::config_source::directory::POLL_INTERVAL;
+use pilot::model::{ConfigSet, MeshSettings};
+use pilot::xds::connection::StreamShared;
+use pilot::xds::debounce::{self, DebounceSettings};
+use pilot::xds::sync_status::SyncStatus;
+use pilot::xds::{AdsServer, PushContext, XdsMetrics};
+use prometheus_client::metrics::gauge::Gauge;
+use service_runtime::args::parse_duration;
+use service_runtime::{Health, MetricsRegistry, Readiness, RuntimeArgs, ServiceRuntime, Shutdown};
+use tokio::sync::{mpsc, watch};
 
 const COMPONENT: &str = "pilot";
 
-/// Trireme pilot: turns services and Istio configuration into Envoy configuration, served over xDS.
+/// Trireme pilot: turns services and Istio configuration into Envoy
+/// configuration, served over xDS.
 #[derive(Debug, Parser)]
 #[command(name = COMPONENT, version, about)]
 struct Args {
+    /// Address of the plaintext xDS (ADS) gRPC server.
+    #[arg(long, env = "TRIREME_XDS_ADDR", default_value = "0.0.0.0:15010")]
+    xds_addr: SocketAddr,
+
+    /// Address of the HTTP server for /metrics, /healthz/*, /version and /debug/*.
+    #[arg(long, env = "TRIREME_HTTP_ADDR", default_value = "0.0.0.0:15014")]
+    http_addr: SocketAddr,
+
+    /// Directory of Istio YAML/JSON to serve, read recursively and watched.
+    #[arg(long, env = "TRIREME_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+
+    /// Quiet period after a config change before pushing (Istio's PILOT_DEBOUNCE_AFTER).
+    #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
+    debounce_after: Duration,
+
+    /// Longest a push waits while changes keep coming (Istio's PILOT_DEBOUNCE_MAX).
+    #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
+    debounce_max: Duration,
+
     #[command(flatten)]
-    common: ControlPlaneArgs,
+    runtime: RuntimeArgs,
 }
 
 #[tokio::main]
@@ -23,17 +59,123 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::default();
-    let bus_ready = health.register("bus", "connecting to NATS");
+    let config_ready = health.register("config", "waiting for the first full config load");
+    let mut metrics_registry = MetricsRegistry::new(COMPONENT);
+    let metrics = XdsMetrics::register(metrics_registry.registry_mut());
+    let config_errors = Gauge::<i64>::default();
+    metrics_registry.registry_mut().register(
+        "pilot_config_file_errors",
+        "Documents in the config directory that currently fail to parse",
+        config_errors.clone(),
+    );
+
+    let (publisher, contexts) = watch::channel(Arc::new(PushContext::empty()));
+    let sync_status = SyncStatus::default();
+    let debug = pilot::debug::router(contexts.clone(), sync_status.clone(), metrics.clone());
     let runtime = ServiceRuntime::start(
         COMPONENT,
-        &args.common.runtime,
-        args.common.http_addr,
-        MetricsRegistry::new(COMPONENT),
+        &args.runtime,
+        args.http_addr,
+        metrics_registry,
         health,
-        axum::Router::new(),
+        debug,
     )
     .await?;
-    let bus = Bus::connect(&args.common.bus.nats_url, COMPONENT).await?;
-    bus_ready.follow(bus.watch_connection(), ConnectionState::readiness);
-    runtime.run_until_shutdown().await
+    let shutdown = runtime.shutdown.clone();
+
+    let (updates, update_receiver) = mpsc::channel(16);
+    let debounce = DebounceSettings {
+        after: args.debounce_after,
+        max: args.debounce_max,
+    };
+    tokio::spawn(debounce::run(
+        update_receiver,
+        publisher,
+        MeshSettings::default(),
+        debounce,
+        metrics.clone(),
+        shutdown.token(),
+    ));
+    follow_first_push(contexts.clone(), config_ready);
+    match args.config_dir {
+        Some(dir) => {
+            tokio::spawn(watch_directory(
+                dir,
+                updates,
+                config_errors,
+                shutdown.clone(),
+            ));
+        }
+        None => {
+            tracing::warn!("no --config-dir given: serving an empty mesh");
+            updates.send(ConfigSet::default()).await.ok();
+        }
+    }
+
+    let shared = StreamShared {
+        metrics,
+        sync_status,
+        shutdown: shutdown.token(),
+    };
+    let ads = AdsServer::new(contexts, shared).into_service();
+    let xds_addr = args.xds_addr;
+    tracing::info!(%xds_addr, "serving ADS (state-of-the-world and delta)");
+    runtime
+        .run(async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(ads)
+                .serve_with_shutdown(xds_addr, shutdown.wait())
+                .await
+                .with_context(|| format!("serving xDS on {xds_addr}"))
+        })
+        .await
+}
+
+/// Ready once the first push context (a complete config load) is published.
+fn follow_first_push(contexts: watch::Receiver<Arc<PushContext>>, ready: Readiness) {
+    ready.follow(contexts, |context| {
+        if context.version > 0 {
+            (
+                true,
+                format!("config loaded (push version {})", context.version),
+            )
+        } else {
+            (false, "waiting for the first full config load".to_string())
+        }
+    });
+}
+
+/// Polls the config directory and sends every changed load to the pipeline.
+async fn watch_directory(
+    dir: PathBuf,
+    updates: mpsc::Sender<ConfigSet>,
+    errors_gauge: Gauge<i64>,
+    shutdown: Shutdown,
+) {
+    let mut source = DirectorySource::new(&dir);
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let report = match source.reload() {
+            Ok(Some(report)) => report,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "cannot read the config directory; keeping the last config");
+                continue;
+            }
+        };
+        errors_gauge.set(report.errors.len() as i64);
+        for error in &report.errors {
+            tracing::error!(%error, "config document rejected; the rest is served");
+        }
+        tracing::info!(dir = %dir.display(), files = report.files, resources = report.resources.len(), "config loaded");
+        let config = ConfigSet::from_resources(report.resources);
+        if updates.send(config).await.is_err() {
+            return;
+        }
+    }
 }

@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
-static ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+static ENVOY_DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(ENVOY_DESCRIPTORS).expect("envoy-types ships a valid descriptor set")
@@ -36,10 +37,11 @@ pub fn to_json(type_name: &str, encoded: &[u8]) -> Result<serde_json::Value, Jso
     let descriptor = POOL
         .get_message_by_name(type_name)
         .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
-    let message = DynamicMessage::decode(descriptor, encoded).map_err(|source| JsonError::Decode {
-        type_name: type_name.to_string(),
-        source,
-    })?;
+    let message =
+        DynamicMessage::decode(descriptor, encoded).map_err(|source| JsonError::Decode {
+            type_name: type_name.to_string(),
+            source,
+        })?;
     let options = SerializeOptions::new().skip_default_fields(true);
     message
         .serialize_with_options(serde_json::value::Serializer, &options)

@@ -31,14 +31,26 @@ fn cluster_renders_with_camel_case_names_and_enum_names() {
         ..Default::default()
     };
     let json = message_to_json(&cluster).unwrap();
-    assert_eq!(json["name"], "outbound|80||reviews.default.svc.cluster.local");
+    assert_eq!(
+        json["name"],
+        "outbound|80||reviews.default.svc.cluster.local"
+    );
     assert_eq!(json["type"], "EDS");
     assert_eq!(json["connectTimeout"], "10s");
-    assert_eq!(json["edsClusterConfig"]["edsConfig"]["ads"], serde_json::json!({}));
+    assert_eq!(
+        json["edsClusterConfig"]["edsConfig"]["ads"],
+        serde_json::json!({})
+    );
 }
 
 #[test]
 fn unknown_types_are_an_error_not_a_panic() {
     assert!(to_json("envoy.config.cluster.v3.NoSuchThing", &[]).is_err());
-    assert!(to_json("type.googleapis.com/envoy.config.cluster.v3.Cluster", &[0xff]).is_err());
+    assert!(
+        to_json(
+            "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            &[0xff]
+        )
+        .is_err()
+    );
 }

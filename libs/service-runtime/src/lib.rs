@@ -11,7 +11,7 @@
 //! - [`ServiceRuntime`]: all of the above started in one call.
 
 pub mod admin_server;
-mod args;
+pub mod args;
 pub mod health;
 pub mod metrics;
 mod runtime;

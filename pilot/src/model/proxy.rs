@@ -11,7 +11,8 @@ use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
 use trireme_proto::envoy::pb::google::protobuf::{Struct, Value, value::Kind};
 
 /// Istio's proxy types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProxyType {
     /// A workload's sidecar.
     Sidecar,
@@ -29,7 +30,7 @@ impl ProxyType {
 }
 
 /// A proxy as pilot sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Proxy {
     /// The full node id, unique per connected proxy.
     pub id: String,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 /// Application protocol of a service port, from its `protocol` field or, as in
 /// Istio, from its name prefix (`http-web`, `grpc`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Protocol {
     Http,
     Http2,
@@ -48,7 +48,7 @@ impl Protocol {
 }
 
 /// One port of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServicePort {
     pub name: String,
     pub number: u32,
@@ -58,7 +58,7 @@ pub struct ServicePort {
 }
 
 /// How Envoy finds the addresses of a service's endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Resolution {
     /// Endpoints are IPs pilot sends over EDS.
     Static,
@@ -69,7 +69,7 @@ pub enum Resolution {
 }
 
 /// A service: a host name with ports, backed by endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Service {
     pub hostname: String,
     pub namespace: String,
@@ -99,7 +99,7 @@ impl Service {
 }
 
 /// One instance behind a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Endpoint {
     /// IP address (or a DNS name for DNS-resolved services).
     pub address: String,

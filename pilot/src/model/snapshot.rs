@@ -84,7 +84,12 @@ impl ConfigSet {
 }
 
 fn with_namespace<S>(mut resource: Resource<S>) -> Resource<S> {
-    if resource.metadata.namespace.as_deref().is_none_or(str::is_empty) {
+    if resource
+        .metadata
+        .namespace
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
         resource.metadata.namespace = Some(DEFAULT_NAMESPACE.to_string());
     }
     resource
@@ -238,28 +243,6 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_matching_follows_istio() {
-        assert!(host_matches("*", "anything.example.com"));
-        assert!(host_matches("*.example.com", "a.example.com"));
-        assert!(!host_matches("*.example.com", "example.com"));
-        assert!(host_matches("reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local"));
-        assert!(!host_matches("reviews", "ratings"));
-    }
-
-    #[test]
-    fn gateway_references_resolve_namespaces() {
-        assert!(gateway_reference_matches("gw", "ns", "ns", "gw"));
-        assert!(!gateway_reference_matches("gw", "other", "ns", "gw"));
-        assert!(gateway_reference_matches("ns/gw", "other", "ns", "gw"));
-        assert!(!gateway_reference_matches("mesh", "ns", "ns", "gw"));
-    }
-}
-
 impl MeshSnapshot {
     /// A snapshot whose registry is the config's ServiceEntries and WorkloadEntries.
     pub fn from_config(config: ConfigSet, settings: MeshSettings) -> MeshSnapshot {
@@ -273,5 +256,30 @@ impl MeshSnapshot {
                 .map(|(host, eps)| (host, Arc::new(eps)))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching_follows_istio() {
+        assert!(host_matches("*", "anything.example.com"));
+        assert!(host_matches("*.example.com", "a.example.com"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(host_matches(
+            "reviews.default.svc.cluster.local",
+            "reviews.default.svc.cluster.local"
+        ));
+        assert!(!host_matches("reviews", "ratings"));
+    }
+
+    #[test]
+    fn gateway_references_resolve_namespaces() {
+        assert!(gateway_reference_matches("gw", "ns", "ns", "gw"));
+        assert!(!gateway_reference_matches("gw", "other", "ns", "gw"));
+        assert!(gateway_reference_matches("ns/gw", "other", "ns", "gw"));
+        assert!(!gateway_reference_matches("mesh", "ns", "ns", "gw"));
     }
 }

@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use mesh_config::Resource;
 use mesh_config::networking::service_entry::{Location, Resolution as SeResolution};
 use mesh_config::networking::{ServiceEntry, WorkloadEntry};
-use mesh_config::Resource;
 
 use super::ServiceRegistry;
 use crate::model::snapshot::namespace_of;
-use crate::model::{ConfigSet, Endpoint, MeshSettings, Protocol, Service, ServicePort, service::Resolution};
+use crate::model::{
+    ConfigSet, Endpoint, MeshSettings, Protocol, Service, ServicePort, service::Resolution,
+};
 
 /// Services and endpoints from ServiceEntry and WorkloadEntry resources.
 pub struct ServiceEntryRegistry<'a> {

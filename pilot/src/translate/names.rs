@@ -57,7 +57,12 @@ pub fn gateway_http_route_name(port: u32) -> String {
 
 /// Route configuration of one gateway HTTPS server that terminates TLS:
 /// `https.<port>.<port name>.<gateway>.<namespace>`.
-pub fn gateway_https_route_name(port: u32, port_name: &str, gateway: &str, namespace: &str) -> String {
+pub fn gateway_https_route_name(
+    port: u32,
+    port_name: &str,
+    gateway: &str,
+    namespace: &str,
+) -> String {
     format!("https.{port}.{port_name}.{gateway}.{namespace}")
 }
 
@@ -76,7 +81,12 @@ mod tests {
 
     #[test]
     fn cluster_names_round_trip() {
-        let name = cluster_name(Direction::Outbound, 9080, "v1", "reviews.default.svc.cluster.local");
+        let name = cluster_name(
+            Direction::Outbound,
+            9080,
+            "v1",
+            "reviews.default.svc.cluster.local",
+        );
         assert_eq!(name, "outbound|9080|v1|reviews.default.svc.cluster.local");
         let key = parse_cluster_name(&name).unwrap();
         assert_eq!(key.port, 9080);

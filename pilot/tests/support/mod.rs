@@ -12,7 +12,11 @@ pub fn snapshot_from_yaml(yaml: &str) -> MeshSnapshot {
     let resources = parse_all("test.yaml", yaml).unwrap_or_else(|errors| {
         panic!(
             "test config does not parse:\n{}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     });
     let config = ConfigSet::from_resources(resources.into_iter().map(|r| r.resource));
@@ -54,7 +58,10 @@ pub fn assert_golden(name: &str, actual: &serde_json::Value) {
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!("{} is missing: run with UPDATE_GOLDEN=1 and review it", path.display())
+        panic!(
+            "{} is missing: run with UPDATE_GOLDEN=1 and review it",
+            path.display()
+        )
     });
     assert!(
         expected == rendered,

@@ -1,0 +1,223 @@
+//! Generating a proxy's resources from a push context, encoded once per
+//! distinct proxy view and shared (by `Arc`) among every proxy with that view.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use prost::{Message, Name};
+use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use trireme_proto::envoy::pb::envoy::config::route::v3::RouteConfiguration;
+use trireme_proto::envoy::pb::google::protobuf::Any;
+
+use super::push_context::PushContext;
+use super::resource_type::ResourceType;
+use crate::model::{Proxy, ProxyType};
+use crate::translate;
+
+/// A generated resource, encoded once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedResource {
+    pub name: String,
+    /// Content hash: equal bytes give equal versions, across pilot replicas too.
+    pub version: String,
+    pub body: Any,
+}
+
+impl EncodedResource {
+    pub fn new<M: Message + Name>(name: String, message: &M) -> EncodedResource {
+        let bytes = message.encode_to_vec();
+        EncodedResource {
+            name,
+            version: format!("{:016x}", fnv1a(&bytes)),
+            body: Any {
+                type_url: M::type_url(),
+                value: bytes,
+            },
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a stable, dependency-free content hash for versions.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One version string for a set of resources (SotW `version_info`).
+pub fn combined_version(resources: &[Arc<EncodedResource>]) -> String {
+    let mut joined = Vec::with_capacity(resources.len() * 17);
+    for resource in resources {
+        joined.extend_from_slice(resource.name.as_bytes());
+        joined.extend_from_slice(resource.version.as_bytes());
+    }
+    format!("{:016x}", fnv1a(&joined))
+}
+
+/// Which resources of a type a proxy asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Everything of the type (CDS, LDS).
+    Wildcard,
+    Names(BTreeSet<String>),
+}
+
+/// What a proxy's generated config depends on besides the push context. Proxies
+/// with equal views get the very same resources.
+pub fn view_key(proxy: &Proxy) -> String {
+    let labels: Vec<String> = proxy
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!(
+        "{}|{}|{}",
+        proxy.proxy_type.as_str(),
+        proxy.namespace,
+        labels.join(",")
+    )
+}
+
+/// The resources of `resource_type` this proxy should have, for its subscription.
+pub fn generate(
+    context: &PushContext,
+    proxy: &Proxy,
+    resource_type: ResourceType,
+    subscription: &Subscription,
+) -> Vec<Arc<EncodedResource>> {
+    match (resource_type, subscription) {
+        (ResourceType::Cluster | ResourceType::Listener, _) => {
+            cached_view(context, proxy, resource_type, "", || match resource_type {
+                ResourceType::Cluster => encode_all(
+                    translate::clusters::outbound_clusters(&context.snapshot, proxy),
+                    |c| c.name.clone(),
+                ),
+                _ => encode_all(listeners_for(context, proxy), |l| l.name.clone()),
+            })
+            .to_vec()
+        }
+        (ResourceType::Route, Subscription::Names(names)) => names
+            .iter()
+            .flat_map(|name| {
+                cached_view(context, proxy, ResourceType::Route, name, || {
+                    let routes = translate::routes::gateway_route_configuration(
+                        &context.snapshot,
+                        proxy,
+                        name,
+                    )
+                    .unwrap_or_else(|| RouteConfiguration {
+                        name: name.clone(),
+                        ..Default::default()
+                    });
+                    vec![Arc::new(EncodedResource::new(name.clone(), &routes))]
+                })
+                .to_vec()
+            })
+            .collect(),
+        (ResourceType::Endpoint, Subscription::Names(names)) => names
+            .iter()
+            .map(|name| endpoint_resource(context, name))
+            .collect(),
+        // Routes and endpoints are only ever sent by name.
+        (ResourceType::Route | ResourceType::Endpoint, Subscription::Wildcard) => Vec::new(),
+    }
+}
+
+fn listeners_for(
+    context: &PushContext,
+    proxy: &Proxy,
+) -> Vec<trireme_proto::envoy::pb::envoy::config::listener::v3::Listener> {
+    match proxy.proxy_type {
+        ProxyType::Router => translate::listeners::gateway_listeners(&context.snapshot, proxy),
+        // Sidecar listeners come with traffic capture; until then a sidecar
+        // gets clusters and endpoints only.
+        ProxyType::Sidecar => Vec::new(),
+    }
+}
+
+fn encode_all<M: Message + Name>(
+    messages: Vec<M>,
+    name_of: impl Fn(&M) -> String,
+) -> Vec<Arc<EncodedResource>> {
+    messages
+        .iter()
+        .map(|m| Arc::new(EncodedResource::new(name_of(m), m)))
+        .collect()
+}
+
+fn cached_view(
+    context: &PushContext,
+    proxy: &Proxy,
+    resource_type: ResourceType,
+    name: &str,
+    build: impl FnOnce() -> Vec<Arc<EncodedResource>>,
+) -> Arc<Vec<Arc<EncodedResource>>> {
+    let key = (resource_type, view_key(proxy), name.to_string());
+    if let Some(hit) = lock(&context.view_cache).get(&key) {
+        return hit.clone();
+    }
+    // Built outside the lock so other views are not held up; two proxies of a
+    // new view may both build it once, which is harmless.
+    let built = Arc::new(build());
+    lock(&context.view_cache)
+        .entry(key)
+        .or_insert(built)
+        .clone()
+}
+
+/// Endpoints do not depend on the proxy: one encoding per cluster per push.
+fn endpoint_resource(context: &PushContext, cluster_name: &str) -> Arc<EncodedResource> {
+    if let Some(hit) = lock(&context.endpoint_cache).get(cluster_name) {
+        return hit.clone();
+    }
+    let assignment = translate::endpoints::load_assignment(&context.snapshot, cluster_name)
+        .unwrap_or_else(|| ClusterLoadAssignment {
+            // Unknown clusters get an empty answer so Envoy does not wait for one.
+            cluster_name: cluster_name.to_string(),
+            ..Default::default()
+        });
+    let encoded = Arc::new(EncodedResource::new(cluster_name.to_string(), &assignment));
+    lock(&context.endpoint_cache)
+        .entry(cluster_name.to_string())
+        .or_insert(encoded)
+        .clone()
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_content() {
+        let a = EncodedResource::new(
+            "a".into(),
+            &RouteConfiguration {
+                name: "a".into(),
+                ..Default::default()
+            },
+        );
+        let b = EncodedResource::new(
+            "a".into(),
+            &RouteConfiguration {
+                name: "a".into(),
+                ..Default::default()
+            },
+        );
+        let c = EncodedResource::new(
+            "c".into(),
+            &RouteConfiguration {
+                name: "c".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(a.version, b.version);
+        assert_ne!(a.version, c.version);
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    }
+}

@@ -1,0 +1,176 @@
+//! State-of-the-world ADS (`StreamAggregatedResources`): every response
+//! carries the complete set of the type the proxy subscribed to.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
+    DiscoveryRequest, DiscoveryResponse,
+};
+
+use super::connection::{Connection, Reply, TypeState, current};
+use super::generator::{Subscription, combined_version, generate};
+use super::push_context::PushContext;
+use super::resource_type::ResourceType;
+
+pub type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Serves one stream until the proxy goes away or the server shuts down.
+pub async fn serve<S>(
+    mut connection: Connection,
+    first: DiscoveryRequest,
+    mut requests: S,
+    mut contexts: watch::Receiver<Arc<PushContext>>,
+    outbox: Outbox,
+) where
+    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
+{
+    let shutdown = connection.shared.shutdown.clone();
+    contexts.mark_unchanged();
+    if handle_request(&mut connection, first, &contexts, &outbox)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let outcome = tokio::select! {
+            request = requests.next() => match request {
+                Some(Ok(request)) => handle_request(&mut connection, request, &contexts, &outbox).await,
+                Some(Err(status)) => {
+                    tracing::debug!(proxy = %connection.proxy.id, %status, "stream ended with an error");
+                    return;
+                }
+                None => return,
+            },
+            changed = contexts.changed() => match changed {
+                Ok(()) => push_context(&mut connection, &contexts, &outbox).await,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        if outcome.is_err() {
+            return; // the proxy stopped reading
+        }
+    }
+}
+
+async fn handle_request(
+    connection: &mut Connection,
+    request: DiscoveryRequest,
+    contexts: &watch::Receiver<Arc<PushContext>>,
+    outbox: &Outbox,
+) -> Result<(), ()> {
+    let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
+        tracing::debug!(proxy = %connection.proxy.id, type_url = %request.type_url, "ignoring a request for a type pilot does not serve");
+        return Ok(());
+    };
+    let error = request.error_detail.as_ref().map(|e| e.message.clone());
+    let reply = connection.record_reply(
+        resource_type,
+        &request.response_nonce,
+        &request.version_info,
+        error,
+    );
+    if reply == Reply::Stale {
+        return Ok(());
+    }
+    let subscription = if resource_type.is_wildcard() {
+        Subscription::Wildcard
+    } else {
+        Subscription::Names(
+            request
+                .resource_names
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+        )
+    };
+    let state = connection
+        .types
+        .entry(resource_type)
+        .or_insert_with(|| TypeState::new(subscription.clone()));
+    let subscription_changed = state.subscription != subscription;
+    state.subscription = subscription;
+    if subscription_changed || reply == Reply::Initial {
+        connection.record_subscription(resource_type);
+    }
+    let state = connection
+        .types
+        .get_mut(&resource_type)
+        .expect("inserted above");
+    let must_answer = reply == Reply::Initial || subscription_changed;
+    if must_answer || state.dirty {
+        push_type(
+            connection,
+            resource_type,
+            &current(contexts),
+            must_answer,
+            outbox,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn push_context(
+    connection: &mut Connection,
+    contexts: &watch::Receiver<Arc<PushContext>>,
+    outbox: &Outbox,
+) -> Result<(), ()> {
+    let context = current(contexts);
+    for resource_type in connection.types_affected_by(&context) {
+        push_type(connection, resource_type, &context, false, outbox).await?;
+    }
+    Ok(())
+}
+
+/// Sends the proxy's current resources of one type, unless a response is
+/// awaiting its answer (then the push is merged into the next) or nothing
+/// changed and no answer is owed.
+async fn push_type(
+    connection: &mut Connection,
+    resource_type: ResourceType,
+    context: &PushContext,
+    must_answer: bool,
+    outbox: &Outbox,
+) -> Result<(), ()> {
+    let started = Instant::now();
+    let Some(state) = connection.types.get_mut(&resource_type) else {
+        return Ok(());
+    };
+    if state.pending_nonce.is_some() {
+        state.dirty = true;
+        return Ok(());
+    }
+    let must_answer = must_answer || state.force_resend;
+    let subscription = state.subscription.clone();
+    let resources = generate(context, &connection.proxy, resource_type, &subscription);
+    let version = combined_version(&resources);
+    let state = connection
+        .types
+        .get_mut(&resource_type)
+        .expect("present above");
+    if !must_answer && version == state.sent_version {
+        state.dirty = false;
+        return Ok(());
+    }
+    let nonce = connection.next_nonce();
+    let response = DiscoveryResponse {
+        version_info: version.clone(),
+        resources: resources.iter().map(|r| r.body.clone()).collect(),
+        type_url: resource_type.type_url().to_string(),
+        nonce: nonce.clone(),
+        ..Default::default()
+    };
+    outbox.send(Ok(response)).await.map_err(|_| ())?;
+    connection.record_sent(resource_type, &nonce, &version, context, started);
+    if resource_type == ResourceType::Cluster {
+        connection.clusters_sent(resources.iter().map(|r| r.name.as_str()));
+    }
+    Ok(())
+}
