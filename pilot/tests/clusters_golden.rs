@@ -10,7 +10,9 @@ use pilot::translate::clusters::outbound_clusters;
 use pilot::translate::endpoints::{eds_cluster_names, load_assignment};
 use pilot::translate::traffic_policy::hash_policy_for;
 use serde_json::{Value, json};
-use support::{assert_golden, ingress_gateway, snapshot_from_yaml, to_json};
+use support::{
+    assert_golden, envoy_binary, grpc_cluster, ingress_gateway, snapshot_from_yaml, to_json,
+};
 use trireme_proto::envoy::pb::envoy::config::cluster::v3::Cluster;
 use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
@@ -1059,36 +1061,6 @@ spec:
 }
 
 /// Envoy from `ENVOY_BIN` or the workspace's `.tools/bin/envoy`, if installed.
-fn envoy_binary() -> Option<std::path::PathBuf> {
-    let configured = std::env::var_os("ENVOY_BIN").filter(|p| !p.is_empty());
-    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/envoy");
-    configured
-        .map(Into::into)
-        .or(Some(local))
-        .filter(|p| p.exists())
-}
-
-/// A STATIC cluster on localhost speaking HTTP/2 (the ADS and SDS servers).
-fn grpc_cluster(name: &str, port: u16) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connectTimeout": "1s",
-        "typedExtensionProtocolOptions": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicitHttpConfig": {"http2ProtocolOptions": {}}
-            }
-        },
-        "loadAssignment": {
-            "clusterName": name,
-            "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {
-                "socketAddress": {"address": "127.0.0.1", "portValue": port}
-            }}}]}]
-        }
-    })
-}
-
 /// Every golden cluster, and every golden load assignment (as a STATIC
 /// cluster), must pass `envoy --mode validate` with an ADS and an `sds-grpc`
 /// cluster beside them, as the agent's bootstrap has. Skipped without Envoy.
@@ -1138,18 +1110,5 @@ fn envoy_accepts_every_golden_cluster_and_assignment() {
         }},
         "staticResources": {"clusters": clusters.into_values().collect::<Vec<_>>()}
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&bootstrap).unwrap()).unwrap();
-    let output = std::process::Command::new(&envoy)
-        .args(["--mode", "validate", "--log-level", "warning", "-c"])
-        .arg(&path)
-        .output()
-        .expect("Envoy runs");
-    assert!(
-        output.status.success(),
-        "Envoy rejects the generated config:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::assert_envoy_accepts(&envoy, &bootstrap);
 }

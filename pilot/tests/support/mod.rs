@@ -69,3 +69,53 @@ pub fn assert_golden(name: &str, actual: &serde_json::Value) {
         path.display()
     );
 }
+
+/// Envoy from `ENVOY_BIN` or `.tools/bin/envoy`, if installed.
+pub fn envoy_binary() -> Option<PathBuf> {
+    let configured = std::env::var_os("ENVOY_BIN").filter(|p| !p.is_empty());
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/envoy");
+    configured
+        .map(Into::into)
+        .or(Some(local))
+        .filter(|p| p.exists())
+}
+
+/// A STATIC cluster on localhost speaking HTTP/2 (the ADS and SDS servers).
+pub fn grpc_cluster(name: &str, port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "type": "STATIC",
+        "connectTimeout": "1s",
+        "typedExtensionProtocolOptions": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicitHttpConfig": {"http2ProtocolOptions": {}}
+            }
+        },
+        "loadAssignment": {
+            "clusterName": name,
+            "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {
+                "socketAddress": {"address": "127.0.0.1", "portValue": port}
+            }}}]}]
+        }
+    })
+}
+
+/// Runs `envoy --mode validate` on `bootstrap` and fails with Envoy's words
+/// if it refuses it.
+pub fn assert_envoy_accepts(envoy: &std::path::Path, bootstrap: &serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bootstrap.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(bootstrap).unwrap()).unwrap();
+    let output = std::process::Command::new(envoy)
+        .args(["--mode", "validate", "--log-level", "warning", "-c"])
+        .arg(&path)
+        .output()
+        .expect("Envoy runs");
+    assert!(
+        output.status.success(),
+        "Envoy rejects the generated config:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
