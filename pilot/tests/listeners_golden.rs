@@ -104,7 +104,7 @@ fn listeners() -> Vec<Value> {
         .collect()
 }
 
-fn listener<'a>(all: &'a [Value], port: u32) -> &'a Value {
+fn listener(all: &[Value], port: u32) -> &Value {
     all.iter()
         .find(|l| l["name"] == format!("0.0.0.0_{port}"))
         .unwrap_or_else(|| panic!("no listener on {port}"))
