@@ -116,6 +116,39 @@ pub struct MeshSnapshot {
     pub services: BTreeMap<String, Service>,
     /// Endpoints by service host name.
     pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
+    /// Positions in `config.destination_rules` of the rules for each exact
+    /// (qualified) host, and of the wildcard rules: lookups happen once per
+    /// cluster, so they must not scan every rule.
+    destination_rule_index: Arc<DestinationRuleIndex>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct DestinationRuleIndex {
+    by_host: std::collections::HashMap<String, Vec<usize>>,
+    wildcards: Vec<usize>,
+}
+
+impl DestinationRuleIndex {
+    fn build(config: &ConfigSet, domain_suffix: &str) -> DestinationRuleIndex {
+        let mut index = DestinationRuleIndex::default();
+        for (position, rule) in config.destination_rules.iter().enumerate() {
+            if rule.spec.host.starts_with('*') {
+                index.wildcards.push(position);
+            } else {
+                let host = qualify(&rule.spec.host, namespace_of(rule), domain_suffix);
+                index.by_host.entry(host).or_default().push(position);
+            }
+        }
+        index
+    }
+}
+
+fn qualify(host: &str, namespace: &str, domain_suffix: &str) -> String {
+    if host.contains('.') || host.contains('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.svc.{domain_suffix}")
+    }
 }
 
 impl MeshSnapshot {
@@ -133,11 +166,7 @@ impl MeshSnapshot {
     /// Expands a short host name as Istio does: `reviews` written in
     /// namespace `ns` means `reviews.ns.svc.<domain>`.
     pub fn qualify_host(&self, host: &str, namespace: &str) -> String {
-        if host.contains('.') || host.contains('*') {
-            host.to_string()
-        } else {
-            format!("{host}.{namespace}.svc.{}", self.settings.domain_suffix)
-        }
+        qualify(host, namespace, &self.settings.domain_suffix)
     }
 
     /// The DestinationRule that applies to `hostname` for a proxy in
@@ -154,20 +183,23 @@ impl MeshSnapshot {
             service_namespace,
             Some(self.settings.root_namespace.as_str()),
         ];
+        let rules = &self.config.destination_rules;
+        let exact = self.destination_rule_index.by_host.get(hostname);
         for namespace in namespaces.into_iter().flatten() {
-            let in_namespace = || {
-                self.config
-                    .destination_rules
-                    .iter()
-                    .filter(move |dr| namespace_of(dr) == namespace)
-            };
-            let exact = in_namespace()
-                .find(|dr| self.qualify_host(&dr.spec.host, namespace_of(dr)) == hostname);
-            if exact.is_some() {
-                return exact;
+            let found = exact
+                .into_iter()
+                .flatten()
+                .map(|&i| &rules[i])
+                .find(|dr| namespace_of(dr) == namespace);
+            if found.is_some() {
+                return found;
             }
-            let wildcard = in_namespace()
-                .filter(|dr| dr.spec.host.starts_with('*'))
+            let wildcard = self
+                .destination_rule_index
+                .wildcards
+                .iter()
+                .map(|&i| &rules[i])
+                .filter(|dr| namespace_of(dr) == namespace)
                 .filter(|dr| host_matches(&dr.spec.host, hostname))
                 .max_by_key(|dr| dr.spec.host.len());
             if wildcard.is_some() {
@@ -247,7 +279,12 @@ impl MeshSnapshot {
     /// A snapshot whose registry is the config's ServiceEntries and WorkloadEntries.
     pub fn from_config(config: ConfigSet, settings: MeshSettings) -> MeshSnapshot {
         let (services, endpoints) = crate::registry::from_config(&config, &settings);
+        let destination_rule_index = Arc::new(DestinationRuleIndex::build(
+            &config,
+            &settings.domain_suffix,
+        ));
         MeshSnapshot {
+            destination_rule_index,
             settings,
             config: Arc::new(config),
             services,
