@@ -51,7 +51,9 @@ stop_all() {
     say "all stopped; logs kept in $run_dir"
   fi
 }
-trap stop_all INT TERM EXIT
+# Ctrl-C is how the demo is meant to end: stop cleanly and report success.
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
