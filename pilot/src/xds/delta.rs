@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
-use tonic::Status;
+use tokio::sync::watch;
+use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
 use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
@@ -16,54 +15,39 @@ use super::connection::{Connection, Reply, TypeState, current};
 use super::generator::{Subscription, generate};
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
+use super::stream::XdsProtocol;
 
-pub type Outbox = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+type Outbox = super::stream::Outbox<DeltaDiscoveryResponse>;
 
-/// Serves one delta stream until the proxy goes away or the server shuts down.
-pub async fn serve<S>(
-    mut connection: Connection,
-    first: DeltaDiscoveryRequest,
-    mut requests: S,
-    mut contexts: watch::Receiver<Arc<PushContext>>,
-    outbox: Outbox,
-) where
-    S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
-{
-    let shutdown = connection.shared.shutdown.clone();
-    contexts.mark_unchanged();
-    if handle_request(&mut connection, first, &contexts, &outbox)
-        .await
-        .is_err()
-    {
-        return;
+/// The incremental protocol.
+pub struct Delta;
+
+impl XdsProtocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
     }
-    loop {
-        let outcome = tokio::select! {
-            request = requests.next() => match request {
-                Some(Ok(request)) => handle_request(&mut connection, request, &contexts, &outbox).await,
-                Some(Err(status)) => {
-                    tracing::debug!(proxy = %connection.proxy.id, %status, "delta stream ended with an error");
-                    return;
-                }
-                None => return,
-            },
-            changed = contexts.changed() => match changed {
-                Ok(()) => {
-                    let context = current(&contexts);
-                    let mut result = Ok(());
-                    for resource_type in connection.types_affected_by(&context) {
-                        result = push_type(&mut connection, resource_type, &context, false, &outbox).await;
-                        if result.is_err() { break; }
-                    }
-                    result
-                }
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        if outcome.is_err() {
-            return;
-        }
+
+    async fn handle_request(
+        connection: &mut Connection,
+        request: DeltaDiscoveryRequest,
+        contexts: &watch::Receiver<Arc<PushContext>>,
+        outbox: &Outbox,
+    ) -> Result<(), ()> {
+        handle_request(connection, request, contexts, outbox).await
+    }
+
+    async fn push_type(
+        connection: &mut Connection,
+        resource_type: ResourceType,
+        context: &PushContext,
+        must_answer: bool,
+        outbox: &Outbox,
+    ) -> Result<(), ()> {
+        push_type(connection, resource_type, context, must_answer, outbox).await
     }
 }
 

@@ -11,6 +11,7 @@ pub mod push_context;
 pub mod resource_type;
 pub mod server;
 pub mod sotw;
+pub mod stream;
 pub mod sync_status;
 
 pub use metrics::XdsMetrics;

@@ -1,5 +1,5 @@
 //! The ADS gRPC service: accepts a stream, identifies the proxy from its first
-//! request, and hands the stream to the state-of-the-world or delta loop.
+//! request, and runs the stream with the state-of-the-world or delta protocol.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,8 +15,10 @@ use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
 };
 
 use super::connection::{Connection, StreamShared};
+use super::delta::Delta;
 use super::push_context::PushContext;
-use super::{delta, sotw};
+use super::sotw::Sotw;
+use super::stream::{self, XdsProtocol};
 use crate::model::Proxy;
 
 /// Responses queued per stream before the stream loop waits for the proxy to
@@ -42,19 +44,42 @@ impl AdsServer {
             .max_decoding_message_size(16 * 1024 * 1024)
             .max_encoding_message_size(usize::MAX)
     }
+
+    /// Returns the response stream at once and reads the first request in the
+    /// stream's task: a client may wait for response headers before it sends
+    /// anything. A proxy that cannot be identified gets the error as the
+    /// stream's status.
+    fn open_stream<P: XdsProtocol>(
+        &self,
+        mut requests: Streaming<P::Request>,
+    ) -> Response<ResponseStream<P::Response>> {
+        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        let (contexts, shared) = (self.contexts.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            match first_request::<P>(&mut requests).await {
+                Ok((first, proxy)) => {
+                    let connection = Connection::open(proxy, shared, P::NAME);
+                    stream::serve::<P, _>(connection, first, requests, contexts, outbox).await;
+                }
+                Err(status) => {
+                    outbox.send(Err(status)).await.ok();
+                }
+            }
+        });
+        Response::new(outbox_stream(receiver))
+    }
 }
 
 /// Waits for a stream's first request, which must identify the proxy.
-async fn first_request<T>(
-    requests: &mut Streaming<T>,
-    node_of: impl Fn(&T) -> Option<&trireme_proto::envoy::pb::envoy::config::core::v3::Node>,
-) -> Result<(T, Proxy), Status> {
+async fn first_request<P: XdsProtocol>(
+    requests: &mut Streaming<P::Request>,
+) -> Result<(P::Request, Proxy), Status> {
     let first = requests
         .next()
         .await
         .ok_or_else(|| Status::cancelled("stream closed before its first request"))??;
     let proxy =
-        Proxy::from_node(node_of(&first)).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Proxy::from_node(P::node(&first)).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok((first, proxy))
 }
 
@@ -76,35 +101,13 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let mut requests = request.into_inner();
-        let (first, proxy) = first_request(&mut requests, |r| r.node.as_ref()).await?;
-        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
-        let connection = Connection::open(proxy, self.shared.clone(), "sotw");
-        tokio::spawn(sotw::serve(
-            connection,
-            first,
-            requests,
-            self.contexts.clone(),
-            outbox,
-        ));
-        Ok(Response::new(outbox_stream(receiver)))
+        Ok(self.open_stream::<Sotw>(request.into_inner()))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let mut requests = request.into_inner();
-        let (first, proxy) = first_request(&mut requests, |r| r.node.as_ref()).await?;
-        let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
-        let connection = Connection::open(proxy, self.shared.clone(), "delta");
-        tokio::spawn(delta::serve(
-            connection,
-            first,
-            requests,
-            self.contexts.clone(),
-            outbox,
-        ));
-        Ok(Response::new(outbox_stream(receiver)))
+        Ok(self.open_stream::<Delta>(request.into_inner()))
     }
 }

@@ -5,9 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
-use tonic::Status;
+use tokio::sync::watch;
+use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
 use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
     DiscoveryRequest, DiscoveryResponse,
 };
@@ -16,46 +15,39 @@ use super::connection::{Connection, Reply, TypeState, current};
 use super::generator::{Subscription, combined_version, generate};
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
+use super::stream::XdsProtocol;
 
-pub type Outbox = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+type Outbox = super::stream::Outbox<DiscoveryResponse>;
 
-/// Serves one stream until the proxy goes away or the server shuts down.
-pub async fn serve<S>(
-    mut connection: Connection,
-    first: DiscoveryRequest,
-    mut requests: S,
-    mut contexts: watch::Receiver<Arc<PushContext>>,
-    outbox: Outbox,
-) where
-    S: Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
-{
-    let shutdown = connection.shared.shutdown.clone();
-    contexts.mark_unchanged();
-    if handle_request(&mut connection, first, &contexts, &outbox)
-        .await
-        .is_err()
-    {
-        return;
+/// The state-of-the-world protocol.
+pub struct Sotw;
+
+impl XdsProtocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
     }
-    loop {
-        let outcome = tokio::select! {
-            request = requests.next() => match request {
-                Some(Ok(request)) => handle_request(&mut connection, request, &contexts, &outbox).await,
-                Some(Err(status)) => {
-                    tracing::debug!(proxy = %connection.proxy.id, %status, "stream ended with an error");
-                    return;
-                }
-                None => return,
-            },
-            changed = contexts.changed() => match changed {
-                Ok(()) => push_context(&mut connection, &contexts, &outbox).await,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        if outcome.is_err() {
-            return; // the proxy stopped reading
-        }
+
+    async fn handle_request(
+        connection: &mut Connection,
+        request: DiscoveryRequest,
+        contexts: &watch::Receiver<Arc<PushContext>>,
+        outbox: &Outbox,
+    ) -> Result<(), ()> {
+        handle_request(connection, request, contexts, outbox).await
+    }
+
+    async fn push_type(
+        connection: &mut Connection,
+        resource_type: ResourceType,
+        context: &PushContext,
+        must_answer: bool,
+        outbox: &Outbox,
+    ) -> Result<(), ()> {
+        push_type(connection, resource_type, context, must_answer, outbox).await
     }
 }
 
@@ -113,18 +105,6 @@ async fn handle_request(
             outbox,
         )
         .await?;
-    }
-    Ok(())
-}
-
-async fn push_context(
-    connection: &mut Connection,
-    contexts: &watch::Receiver<Arc<PushContext>>,
-    outbox: &Outbox,
-) -> Result<(), ()> {
-    let context = current(contexts);
-    for resource_type in connection.types_affected_by(&context) {
-        push_type(connection, resource_type, &context, false, outbox).await?;
     }
     Ok(())
 }
