@@ -275,3 +275,31 @@ fn envoy_accepts_the_gateway_listeners() {
     });
     support::assert_envoy_accepts(&envoy, &bootstrap);
 }
+
+#[test]
+fn an_https_server_without_tls_settings_does_not_take_its_port_down() {
+    let yaml = format!(
+        "{BACKENDS}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https-broken, protocol: HTTPS}}
+    hosts: [broken.example.com]
+  - port: {{number: 443, name: https-shop, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: SIMPLE, credentialName: shop-cert}}
+"
+    );
+    let snapshot = snapshot_from_yaml(&yaml);
+    let listeners: Vec<Value> = gateway_listeners(&snapshot, &ingress_gateway())
+        .iter()
+        .map(to_json)
+        .collect();
+    let chains = listener(&listeners, 443)["filterChains"].as_array().unwrap();
+    assert_eq!(chains.len(), 1, "the valid server still serves");
+    assert_eq!(chains[0]["filterChainMatch"]["serverNames"][0], "shop.example.com");
+}

@@ -106,7 +106,12 @@ fn gateway_listener(
                 chains.extend(passthrough_chains(snapshot, port, bound));
             }
             (Protocol::Https, _) => {
-                let tls = bound.server.tls.as_ref()?;
+                // An HTTPS server without TLS settings is invalid (galley
+                // refuses it); skip it rather than drop the whole port.
+                let Some(tls) = bound.server.tls.as_ref() else {
+                    tracing::warn!(gateway = %bound.gateway.metadata.name, port, "HTTPS server without tls settings ignored");
+                    continue;
+                };
                 let route_name = names::gateway_https_route_name(
                     port,
                     &bound.server.port.name,
