@@ -299,7 +299,12 @@ spec:
         .iter()
         .map(to_json)
         .collect();
-    let chains = listener(&listeners, 443)["filterChains"].as_array().unwrap();
+    let chains = listener(&listeners, 443)["filterChains"]
+        .as_array()
+        .unwrap();
     assert_eq!(chains.len(), 1, "the valid server still serves");
-    assert_eq!(chains[0]["filterChainMatch"]["serverNames"][0], "shop.example.com");
+    assert_eq!(
+        chains[0]["filterChainMatch"]["serverNames"][0],
+        "shop.example.com"
+    );
 }
