@@ -37,9 +37,51 @@ impl XdsProtocol for Delta {
         contexts: &watch::Receiver<Arc<PushContext>>,
         outbox: &Outbox,
     ) -> Result<(), ()> {
-        handle_request(connection, request, contexts, outbox).await
+        let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
+            tracing::debug!(proxy = %connection.proxy.id, type_url = %request.type_url, "ignoring a delta request for a type pilot does not serve");
+            return Ok(());
+        };
+        let error = request.error_detail.as_ref().map(|e| e.message.clone());
+        let reply = connection.record_reply(resource_type, &request.response_nonce, "", error);
+        let first_of_type = !connection.types.contains_key(&resource_type);
+        let state = connection.types.entry(resource_type).or_insert_with(|| {
+            let subscription = if resource_type.is_wildcard() {
+                Subscription::Wildcard
+            } else {
+                Subscription::Names(Default::default())
+            };
+            let mut state = TypeState::new(subscription);
+            // A reconnecting proxy says what it already has; do not send it again.
+            state.sent = request
+                .initial_resource_versions
+                .clone()
+                .into_iter()
+                .collect();
+            state
+        });
+        let subscription_changed = apply_subscription_change(state, &request);
+        let dirty = state.dirty;
+        if subscription_changed || first_of_type {
+            connection.record_subscription(resource_type);
+        }
+        if reply == Reply::Stale && !subscription_changed {
+            return Ok(());
+        }
+        let must_answer = first_of_type;
+        if must_answer || subscription_changed || dirty {
+            Self::push_type(
+                connection,
+                resource_type,
+                &current(contexts),
+                must_answer,
+                outbox,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
+    /// Sends what changed for one type since the proxy last heard.
     async fn push_type(
         connection: &mut Connection,
         resource_type: ResourceType,
@@ -47,58 +89,70 @@ impl XdsProtocol for Delta {
         must_answer: bool,
         outbox: &Outbox,
     ) -> Result<(), ()> {
-        push_type(connection, resource_type, context, must_answer, outbox).await
-    }
-}
-
-async fn handle_request(
-    connection: &mut Connection,
-    request: DeltaDiscoveryRequest,
-    contexts: &watch::Receiver<Arc<PushContext>>,
-    outbox: &Outbox,
-) -> Result<(), ()> {
-    let Some(resource_type) = ResourceType::from_type_url(&request.type_url) else {
-        tracing::debug!(proxy = %connection.proxy.id, type_url = %request.type_url, "ignoring a delta request for a type pilot does not serve");
-        return Ok(());
-    };
-    let error = request.error_detail.as_ref().map(|e| e.message.clone());
-    let reply = connection.record_reply(resource_type, &request.response_nonce, "", error);
-    let first_of_type = !connection.types.contains_key(&resource_type);
-    let state = connection.types.entry(resource_type).or_insert_with(|| {
-        let subscription = if resource_type.is_wildcard() {
-            Subscription::Wildcard
-        } else {
-            Subscription::Names(Default::default())
+        let started = Instant::now();
+        let Some(state) = connection.types.get_mut(&resource_type) else {
+            return Ok(());
         };
-        let mut state = TypeState::new(subscription);
-        // A reconnecting proxy says what it already has; do not send it again.
-        state.sent = request
-            .initial_resource_versions
-            .clone()
-            .into_iter()
+        if state.pending_nonce.is_some() {
+            state.dirty = true;
+            return Ok(());
+        }
+        let must_answer = must_answer || state.force_resend;
+        let subscription = state.subscription.clone();
+        let resources = generate(context, &connection.proxy, resource_type, &subscription);
+        let state = connection
+            .types
+            .get_mut(&resource_type)
+            .expect("present above");
+        let changed: Vec<_> = resources
+            .iter()
+            .filter(|r| state.sent.get(&r.name) != Some(&r.version))
             .collect();
-        state
-    });
-    let subscription_changed = apply_subscription_change(state, &request);
-    let dirty = state.dirty;
-    if subscription_changed || first_of_type {
-        connection.record_subscription(resource_type);
+        let removed: Vec<String> = state
+            .sent
+            .keys()
+            .filter(|name| !resources.iter().any(|r| &r.name == *name))
+            .cloned()
+            .collect();
+        if changed.is_empty() && removed.is_empty() && !must_answer {
+            state.dirty = false;
+            return Ok(());
+        }
+        for resource in &changed {
+            state
+                .sent
+                .insert(resource.name.clone(), resource.version.clone());
+        }
+        for name in &removed {
+            state.sent.remove(name);
+        }
+        let changed_names: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
+        let version = context.version.to_string();
+        let nonce = connection.next_nonce();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources: changed
+                .iter()
+                .map(|r| Resource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: resource_type.type_url().to_string(),
+            removed_resources: removed,
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        outbox.send(Ok(response)).await.map_err(|_| ())?;
+        connection.record_sent(resource_type, &nonce, &version, context, started);
+        if resource_type == ResourceType::Cluster {
+            let sent: Vec<String> = changed_names;
+            connection.clusters_sent(sent.iter().map(String::as_str));
+        }
+        Ok(())
     }
-    if reply == Reply::Stale && !subscription_changed {
-        return Ok(());
-    }
-    let must_answer = first_of_type;
-    if must_answer || subscription_changed || dirty {
-        push_type(
-            connection,
-            resource_type,
-            &current(contexts),
-            must_answer,
-            outbox,
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// Applies `resource_names_subscribe`/`_unsubscribe`; returns whether the set changed.
@@ -115,77 +169,4 @@ fn apply_subscription_change(state: &mut TypeState, request: &DeltaDiscoveryRequ
         state.sent.remove(name);
     }
     changed
-}
-
-/// Sends what changed for one type since the proxy last heard.
-async fn push_type(
-    connection: &mut Connection,
-    resource_type: ResourceType,
-    context: &PushContext,
-    must_answer: bool,
-    outbox: &Outbox,
-) -> Result<(), ()> {
-    let started = Instant::now();
-    let Some(state) = connection.types.get_mut(&resource_type) else {
-        return Ok(());
-    };
-    if state.pending_nonce.is_some() {
-        state.dirty = true;
-        return Ok(());
-    }
-    let must_answer = must_answer || state.force_resend;
-    let subscription = state.subscription.clone();
-    let resources = generate(context, &connection.proxy, resource_type, &subscription);
-    let state = connection
-        .types
-        .get_mut(&resource_type)
-        .expect("present above");
-    let changed: Vec<_> = resources
-        .iter()
-        .filter(|r| state.sent.get(&r.name) != Some(&r.version))
-        .collect();
-    let removed: Vec<String> = state
-        .sent
-        .keys()
-        .filter(|name| !resources.iter().any(|r| &r.name == *name))
-        .cloned()
-        .collect();
-    if changed.is_empty() && removed.is_empty() && !must_answer {
-        state.dirty = false;
-        return Ok(());
-    }
-    for resource in &changed {
-        state
-            .sent
-            .insert(resource.name.clone(), resource.version.clone());
-    }
-    for name in &removed {
-        state.sent.remove(name);
-    }
-    let changed_names: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
-    let version = context.version.to_string();
-    let nonce = connection.next_nonce();
-    let response = DeltaDiscoveryResponse {
-        system_version_info: version.clone(),
-        resources: changed
-            .iter()
-            .map(|r| Resource {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                resource: Some(r.body.clone()),
-                ..Default::default()
-            })
-            .collect(),
-        type_url: resource_type.type_url().to_string(),
-        removed_resources: removed,
-        nonce: nonce.clone(),
-        ..Default::default()
-    };
-    outbox.send(Ok(response)).await.map_err(|_| ())?;
-    connection.record_sent(resource_type, &nonce, &version, context, started);
-    if resource_type == ResourceType::Cluster {
-        let sent: Vec<String> = changed_names;
-        connection.clusters_sent(sent.iter().map(String::as_str));
-    }
-    Ok(())
 }
