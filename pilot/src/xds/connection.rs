@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::generator::Subscription;
+use super::generator::{EncodedResource, Subscription, generate};
 use super::metrics::XdsMetrics;
 use super::push_context::{PushContext, PushTrigger};
 use super::resource_type::ResourceType;
@@ -62,6 +62,13 @@ impl TypeState {
             force_resend: false,
         }
     }
+}
+
+/// The resources a push would send, and whether it must go out even if
+/// nothing changed.
+pub struct PushPlan {
+    pub must_answer: bool,
+    pub resources: Vec<Arc<EncodedResource>>,
 }
 
 /// What a proxy said about a response.
@@ -167,6 +174,26 @@ impl Connection {
                 Reply::Ack
             }
         }
+    }
+
+    /// What to push for a type: `None` when the proxy did not subscribe to it,
+    /// or when a response is still unanswered (the push is then remembered
+    /// and merged into the next one).
+    pub fn plan_push(
+        &mut self,
+        resource_type: ResourceType,
+        context: &PushContext,
+        must_answer: bool,
+    ) -> Option<PushPlan> {
+        let state = self.types.get_mut(&resource_type)?;
+        if state.pending_nonce.is_some() {
+            state.dirty = true;
+            return None;
+        }
+        Some(PushPlan {
+            must_answer: must_answer || state.force_resend,
+            resources: generate(context, &self.proxy, resource_type, &state.subscription),
+        })
     }
 
     /// After clusters were (re)sent, their endpoints must be sent again too.

@@ -11,8 +11,8 @@ use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
-use super::connection::{Connection, Reply, TypeState, current};
-use super::generator::{Subscription, generate};
+use super::connection::{Connection, PushPlan, Reply, TypeState, current};
+use super::generator::Subscription;
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
 use super::stream::XdsProtocol;
@@ -90,16 +90,13 @@ impl XdsProtocol for Delta {
         outbox: &Outbox,
     ) -> Result<(), ()> {
         let started = Instant::now();
-        let Some(state) = connection.types.get_mut(&resource_type) else {
+        let Some(PushPlan {
+            must_answer,
+            resources,
+        }) = connection.plan_push(resource_type, context, must_answer)
+        else {
             return Ok(());
         };
-        if state.pending_nonce.is_some() {
-            state.dirty = true;
-            return Ok(());
-        }
-        let must_answer = must_answer || state.force_resend;
-        let subscription = state.subscription.clone();
-        let resources = generate(context, &connection.proxy, resource_type, &subscription);
         let state = connection
             .types
             .get_mut(&resource_type)
