@@ -258,6 +258,41 @@ impl Authority {
             .collect())
     }
 
+    /// Issues citadel's own TLS serving certificate for `dns_names`, with a
+    /// fresh P-256 key. Returns the PEM chain (leaf first) and the PKCS#8 key.
+    pub fn issue_serving_cert(
+        &self,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<(Vec<String>, String), SignError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|error| SignError::Signing(error.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        if now >= self.chain_not_after {
+            return Err(SignError::CaExpired);
+        }
+        let mut params = CertificateParams::new(dns_names.to_vec())
+            .map_err(|error| SignError::Signing(error.to_string()))?;
+        params.distinguished_name = DistinguishedName::new();
+        params.serial_number = Some(
+            random_serial_number()
+                .map_err(|_| SignError::Signing("system random number generator failed".into()))?,
+        );
+        params.not_before = now - CLOCK_SKEW_BACKDATE;
+        params.not_after = (now + ttl).min(self.chain_not_after);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|error| SignError::Signing(error.to_string()))?;
+        let chain = std::iter::once(der_to_pem(leaf.der()))
+            .chain(self.chain_above_leaf.iter().cloned())
+            .collect();
+        Ok((chain, encode_pem("PRIVATE KEY", &key.serialize_der())))
+    }
+
     fn checked_ttl(&self, requested: Option<Duration>) -> Result<Duration, SignError> {
         let ttl = requested.unwrap_or(self.policy.default_ttl);
         if ttl.is_zero() {

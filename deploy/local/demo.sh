@@ -18,6 +18,7 @@ run_dir="$(mktemp -d -t trireme-demo.XXXXXX)"
 
 nats_port="${TRIREME_DEMO_NATS_PORT:-14222}"
 xds_port="${TRIREME_DEMO_XDS_PORT:-15010}"
+ca_port="${TRIREME_DEMO_CA_PORT:-15012}"
 # The gateway and backend ports are also written in deploy/local/config/.
 gateway_port=18080
 gateway_admin_port="${TRIREME_DEMO_GATEWAY_ADMIN_PORT:-19000}"
@@ -57,7 +58,7 @@ trap stop_all EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$nats_port" "$xds_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}"; do
+for port in "$nats_port" "$xds_port" "$ca_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}"; do
   if port_busy "$port"; then
     echo "error: port $port is already in use; stop what uses it or set TRIREME_DEMO_*_PORT" >&2
     exit 1
@@ -87,6 +88,8 @@ for svc in "${services[@]}"; do
   TRIREME_NATS_URL="nats://127.0.0.1:$nats_port" \
   TRIREME_XDS_ADDR="127.0.0.1:$xds_port" \
   TRIREME_CONFIG_DIR="$config_dir" \
+  TRIREME_GRPC_ADDR="127.0.0.1:$ca_port" \
+  TRIREME_CA_DIR="$run_dir/citadel" \
     "$bin/$svc" >"$run_dir/$svc.log" 2>&1 &
   pids+=($!)
 done
@@ -158,7 +161,8 @@ say "edit $config_dir/catalog.yaml (e.g. the weights): pilot pushes the change w
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/config_dump?proxyID=router~127.0.0.1~shop-gateway-1.demo~demo.svc.cluster.local"
 echo
 bold "Not here yet"
-say "sidecars with mTLS, citadel signing, galley validating and publishing to the bus: the next issues."
+say "citadel signs CSRs on :$ca_port (JWT or client-certificate auth), but no sidecar asks it yet;"
+say "sidecars with mTLS, galley validating and publishing to the bus: the next issues."
 echo
 
 if [[ "${TRIREME_DEMO_ONESHOT:-}" == 1 || "${CI:-}" == true ]]; then

@@ -76,6 +76,13 @@ fn start_service(name: &str, nats_url: &str) -> (Process, SocketAddr) {
     } else {
         command.env("TRIREME_HTTP_ADDR", addr.to_string());
     }
+    if name == "citadel" {
+        // A free gRPC port and a CA directory of its own, never the defaults.
+        let ca_dir = std::env::temp_dir().join(format!("trireme-citadel-{}", free_port()));
+        command
+            .env("TRIREME_GRPC_ADDR", "127.0.0.1:0")
+            .env("TRIREME_CA_DIR", ca_dir);
+    }
     command
         .env("TRIREME_NATS_URL", nats_url)
         .env("TRIREME_LOG_FORMAT", "json");
