@@ -36,14 +36,14 @@ use trireme_proto::envoy::pb::google::protobuf::{
 use trireme_proto::envoy::util::pack_any;
 
 use self::matching::{regex_matcher, route_match};
-use super::names::{self, Direction};
+use super::names;
 use crate::model::snapshot::{gateway_reference_matches, namespace_of};
 use crate::model::{MeshSnapshot, Proxy};
 
-/// Name of the HTTP filter that injects faults; routes configure it per route.
-pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// Name of the HTTP filter that answers CORS; routes configure it per route.
-pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+pub use super::listeners::CORS_FILTER;
+/// Name of the HTTP filter that injects faults; routes configure it per route.
+pub use super::listeners::FAULT_FILTER;
 
 /// Istio's reserved gateway name for sidecars.
 const MESH_GATEWAY: &str = "mesh";
@@ -478,21 +478,12 @@ fn weighted_cluster(
 /// The outbound cluster of a destination. Without an explicit port, the
 /// service's only port is meant; failing that, the listener's port.
 fn cluster_for(ctx: &RouteContext<'_>, destination: &Destination) -> String {
-    let host = ctx
-        .snapshot
-        .qualify_host(&destination.host, ctx.namespace());
-    let port = destination
-        .port
-        .as_ref()
-        .and_then(|p| p.number)
-        .or_else(
-            || match ctx.snapshot.service(&host).map(|s| s.ports.as_slice()) {
-                Some([only]) => Some(only.number),
-                _ => None,
-            },
-        )
-        .unwrap_or(ctx.listener_port);
-    names::cluster_name(Direction::Outbound, port, &destination.subset, &host)
+    names::destination_cluster(
+        ctx.snapshot,
+        ctx.namespace(),
+        destination,
+        ctx.listener_port,
+    )
 }
 
 // ---- headers ----

@@ -33,7 +33,7 @@ use trireme_proto::envoy::pb::envoy::extensions::transport_sockets::tls::v3::{
 use trireme_proto::envoy::pb::google::protobuf::BoolValue;
 use trireme_proto::envoy::util::pack_any;
 
-use super::names::{self, Direction};
+use super::names;
 use crate::model::snapshot::namespace_of;
 use crate::model::{MeshSnapshot, Protocol, Proxy};
 
@@ -403,7 +403,10 @@ fn tcp_proxy_filter(
         .iter()
         .map(|d| {
             let weight = d.weight.map(|w| w.max(0) as u32).unwrap_or(100);
-            (destination_cluster(snapshot, namespace, d, port), weight)
+            (
+                names::destination_cluster(snapshot, namespace, &d.destination, port),
+                weight,
+            )
         })
         .collect();
     let specifier = match clusters.as_slice() {
@@ -426,31 +429,4 @@ fn tcp_proxy_filter(
         ..Default::default()
     };
     network_filter("envoy.filters.network.tcp_proxy", pack_any(proxy))
-}
-
-/// The cluster a route destination names: its port, else the service's only
-/// port, else the listener's port.
-fn destination_cluster(
-    snapshot: &MeshSnapshot,
-    namespace: &str,
-    destination: &RouteDestination,
-    listener_port: u32,
-) -> String {
-    let host = snapshot.qualify_host(&destination.destination.host, namespace);
-    let port = destination
-        .destination
-        .port
-        .as_ref()
-        .and_then(|p| p.number)
-        .or_else(|| {
-            let service = snapshot.service(&host)?;
-            (service.ports.len() == 1).then(|| service.ports[0].number)
-        })
-        .unwrap_or(listener_port);
-    names::cluster_name(
-        Direction::Outbound,
-        port,
-        &destination.destination.subset,
-        &host,
-    )
 }

@@ -50,6 +50,30 @@ pub fn parse_cluster_name(name: &str) -> Option<ClusterKey<'_>> {
     })
 }
 
+/// The outbound cluster a VirtualService destination (written in `namespace`)
+/// sends to: its port, else the service's only port, else `default_port` (the
+/// port of the listener the route is on).
+pub fn destination_cluster(
+    snapshot: &crate::model::MeshSnapshot,
+    namespace: &str,
+    destination: &mesh_config::networking::virtual_service::Destination,
+    default_port: u32,
+) -> String {
+    let host = snapshot.qualify_host(&destination.host, namespace);
+    let port = destination
+        .port
+        .as_ref()
+        .and_then(|p| p.number)
+        .or_else(
+            || match snapshot.service(&host).map(|s| s.ports.as_slice()) {
+                Some([only]) => Some(only.number),
+                _ => None,
+            },
+        )
+        .unwrap_or(default_port);
+    cluster_name(Direction::Outbound, port, &destination.subset, &host)
+}
+
 /// Route configuration of a gateway's plain-HTTP servers on `port`.
 pub fn gateway_http_route_name(port: u32) -> String {
     format!("http.{port}")
