@@ -24,7 +24,8 @@ use crate::identity::SpiffeId;
 pub const CA_CERT_FILE: &str = "ca-cert.pem";
 /// The signing CA's private key, PKCS#8 PEM.
 pub const CA_KEY_FILE: &str = "ca-key.pem";
-/// The root of trust that workloads are given.
+/// The trust bundle workloads are given: every trusted root, one or more
+/// (two while a root rotation is under way).
 pub const ROOT_CERT_FILE: &str = "root-cert.pem";
 /// The signing CA's chain up to the root, signing CA first.
 pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
@@ -35,7 +36,7 @@ pub const ROOT_CERT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 
 
 /// Certificates start a little in the past so a peer whose clock runs slightly
 /// behind ours does not reject a certificate that is not yet valid.
-const CLOCK_SKEW_BACKDATE: Duration = Duration::from_secs(60);
+pub(crate) const CLOCK_SKEW_BACKDATE: Duration = Duration::from_secs(60);
 
 /// Why the authority could not be created or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum AuthorityError {
     NotACa,
     #[error("CA chain is broken: {subject:?} is not signed by {issuer:?}")]
     BrokenChain { subject: String, issuer: String },
+    #[error("{ROOT_CERT_FILE} does not hold the root that issued {CA_CERT_FILE} ({issuer:?})")]
+    RootNotInBundle { issuer: String },
     #[error("creating the root certificate: {0}")]
     Generation(rcgen::Error),
     #[error("system random number generator failed")]
@@ -157,7 +160,9 @@ pub struct Authority {
     root_not_after: OffsetDateTime,
     /// Signing CA first, root last: what follows the leaf in every chain.
     chain_above_leaf: Vec<String>,
-    root_cert: String,
+    /// Every trusted root, PEM concatenated as in `root-cert.pem`.
+    trust_bundle: String,
+    trust_bundle_der: Vec<Vec<u8>>,
     policy: SigningPolicy,
 }
 
@@ -170,15 +175,30 @@ impl Authority {
         root_key: RootKey,
         policy: SigningPolicy,
     ) -> Result<Self, AuthorityError> {
-        if !dir.join(CA_CERT_FILE).exists() {
+        if !Self::holds_ca(dir) {
             create_self_signed_root(organization, root_key)?.write_to(dir)?;
         }
         Self::load_from_dir(dir, policy)
     }
 
+    /// Whether `dir` holds a CA already (its `ca-cert.pem` is written last).
+    pub fn holds_ca(dir: &Path) -> bool {
+        dir.join(CA_CERT_FILE).exists()
+    }
+
     /// Loads a CA from a directory in Istio's layout, self-signed or plug-in.
     pub fn load_from_dir(dir: &Path, policy: SigningPolicy) -> Result<Self, AuthorityError> {
-        Self::from_files(&CaFiles::read_from(dir)?, policy).map_err(|error| match error {
+        Self::from_dir_files(dir, &CaFiles::read_from(dir)?, policy)
+    }
+
+    /// Like [`Authority::from_files`] for files read from `dir`, which errors
+    /// then name.
+    pub fn from_dir_files(
+        dir: &Path,
+        files: &CaFiles,
+        policy: SigningPolicy,
+    ) -> Result<Self, AuthorityError> {
+        Self::from_files(files, policy).map_err(|error| match error {
             AuthorityError::InvalidFile { path, reason } => AuthorityError::InvalidFile {
                 path: dir.join(path),
                 reason,
@@ -189,7 +209,7 @@ impl Authority {
 
     pub fn from_files(files: &CaFiles, policy: SigningPolicy) -> Result<Self, AuthorityError> {
         let ca_cert_der = single_cert_der(CA_CERT_FILE, &files.ca_cert)?;
-        let root_cert_der = single_cert_der(ROOT_CERT_FILE, &files.root_cert)?;
+        let trust_bundle_der = cert_ders(ROOT_CERT_FILE, &files.root_cert)?;
         let chain_ders = cert_ders(CERT_CHAIN_FILE, &files.cert_chain)?;
         let ca_key =
             KeyPair::from_pem(&files.ca_key).map_err(|error| AuthorityError::InvalidFile {
@@ -198,7 +218,7 @@ impl Authority {
             })?;
 
         check_signing_ca(&ca_cert_der, &ca_key)?;
-        let chain = ordered_chain(ca_cert_der.clone(), chain_ders, root_cert_der.clone());
+        let chain = chain_to_root(ca_cert_der.clone(), chain_ders, &trust_bundle_der)?;
         let expiry = check_chain_links(&chain)?;
         let issuer = Issuer::from_ca_cert_der(&ca_cert_der.into(), ca_key).map_err(|error| {
             AuthorityError::InvalidFile {
@@ -211,7 +231,8 @@ impl Authority {
             chain_not_after: expiry.earliest,
             root_not_after: expiry.root,
             chain_above_leaf: chain.iter().map(|der| der_to_pem(der)).collect(),
-            root_cert: der_to_pem(&root_cert_der),
+            trust_bundle: trust_bundle_der.iter().map(|der| der_to_pem(der)).collect(),
+            trust_bundle_der,
             policy,
         })
     }
@@ -227,9 +248,21 @@ impl Authority {
         self.chain_not_after
     }
 
-    /// The root certificate workloads should trust, PEM.
+    /// The trust bundle workloads should be given: every trusted root, PEM,
+    /// as in `root-cert.pem`. One root, except during a root rotation.
     pub fn root_cert_pem(&self) -> &str {
-        &self.root_cert
+        &self.trust_bundle
+    }
+
+    /// The trusted roots, DER, in bundle order.
+    pub fn trust_bundle_der(&self) -> &[Vec<u8>] {
+        &self.trust_bundle_der
+    }
+
+    /// The root the signing chain ends in, PEM: the last certificate of every
+    /// chain this authority issues.
+    pub fn signing_root_pem(&self) -> &str {
+        self.chain_above_leaf.last().map_or("", String::as_str)
     }
 
     pub fn policy(&self) -> SigningPolicy {
@@ -368,10 +401,19 @@ fn random_serial_number() -> Result<SerialNumber, ring::error::Unspecified> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-/// Makes the files of a new self-signed root CA.
+/// Makes the files of a new self-signed root CA, valid for ten years.
 pub fn create_self_signed_root(
     organization: &str,
     root_key: RootKey,
+) -> Result<CaFiles, AuthorityError> {
+    create_self_signed_root_valid_for(organization, root_key, ROOT_CERT_VALIDITY)
+}
+
+/// Makes the files of a new self-signed root CA valid for `validity`.
+pub fn create_self_signed_root_valid_for(
+    organization: &str,
+    root_key: RootKey,
+    validity: Duration,
 ) -> Result<CaFiles, AuthorityError> {
     let key = match root_key {
         RootKey::GenerateEcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -390,7 +432,7 @@ pub fn create_self_signed_root(
     params.serial_number =
         Some(random_serial_number().map_err(|_| AuthorityError::RandomUnavailable)?);
     params.not_before = now - CLOCK_SKEW_BACKDATE;
-    params.not_after = now + ROOT_CERT_VALIDITY;
+    params.not_after = now + validity;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -416,18 +458,39 @@ struct ChainExpiry {
 }
 
 /// The chain that follows a leaf: the signing CA, whatever `cert-chain.pem`
-/// adds above it, then the root, each certificate once and in that order.
-fn ordered_chain(ca_cert: Vec<u8>, cert_chain: Vec<Vec<u8>>, root_cert: Vec<u8>) -> Vec<Vec<u8>> {
+/// adds above it, then the bundle root that issued the top of that, each
+/// certificate once and in that order.
+fn chain_to_root(
+    ca_cert: Vec<u8>,
+    cert_chain: Vec<Vec<u8>>,
+    trust_bundle: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>, AuthorityError> {
     let mut ordered: Vec<Vec<u8>> = Vec::new();
-    for der in std::iter::once(ca_cert)
-        .chain(cert_chain)
-        .chain(std::iter::once(root_cert))
-    {
+    for der in std::iter::once(ca_cert).chain(cert_chain) {
         if !ordered.contains(&der) {
             ordered.push(der);
         }
     }
-    ordered
+    let top = ordered.last().expect("the signing CA is always there");
+    if trust_bundle.contains(top) {
+        return Ok(ordered);
+    }
+    let top_cert = parse_cert(top)?;
+    let root = trust_bundle.iter().find(|root_der| {
+        parse_cert(root_der).is_ok_and(|root| {
+            root.subject() == top_cert.issuer()
+                && top_cert.verify_signature(Some(root.public_key())).is_ok()
+        })
+    });
+    match root {
+        Some(root) => {
+            ordered.push(root.clone());
+            Ok(ordered)
+        }
+        None => Err(AuthorityError::RootNotInBundle {
+            issuer: top_cert.issuer().to_string(),
+        }),
+    }
 }
 
 /// Checks each certificate is signed by the next and the last by itself, so
@@ -468,7 +531,7 @@ fn check_signing_ca(ca_cert_der: &[u8], ca_key: &KeyPair) -> Result<(), Authorit
     Ok(())
 }
 
-fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, AuthorityError> {
+pub(crate) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, AuthorityError> {
     X509Certificate::from_der(der)
         .map(|(_, cert)| cert)
         .map_err(|error| AuthorityError::InvalidFile {
@@ -477,7 +540,7 @@ fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, AuthorityError> {
         })
 }
 
-fn single_cert_der(file: &str, pem: &str) -> Result<Vec<u8>, AuthorityError> {
+pub(crate) fn single_cert_der(file: &str, pem: &str) -> Result<Vec<u8>, AuthorityError> {
     let mut ders = cert_ders(file, pem)?;
     match ders.len() {
         1 => Ok(ders.remove(0)),
@@ -489,7 +552,7 @@ fn single_cert_der(file: &str, pem: &str) -> Result<Vec<u8>, AuthorityError> {
 }
 
 /// The DER of every certificate in a PEM file, in file order.
-fn cert_ders(file: &str, pem: &str) -> Result<Vec<Vec<u8>>, AuthorityError> {
+pub(crate) fn cert_ders(file: &str, pem: &str) -> Result<Vec<Vec<u8>>, AuthorityError> {
     let invalid = |reason: String| AuthorityError::InvalidFile {
         path: file.into(),
         reason,
@@ -508,7 +571,7 @@ fn cert_ders(file: &str, pem: &str) -> Result<Vec<Vec<u8>>, AuthorityError> {
         .collect()
 }
 
-fn der_to_pem(der: &[u8]) -> String {
+pub(crate) fn der_to_pem(der: &[u8]) -> String {
     encode_pem("CERTIFICATE", der)
 }
 
@@ -519,7 +582,7 @@ fn encode_pem(tag: &str, der: &[u8]) -> String {
     pem::encode_config(&pem::Pem::new(tag, der), config)
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> AuthorityError {
+pub(crate) fn io_error(path: &Path, source: std::io::Error) -> AuthorityError {
     AuthorityError::Io {
         path: path.to_owned(),
         source,
@@ -530,7 +593,7 @@ fn read_file(path: &Path) -> Result<String, AuthorityError> {
     fs::read_to_string(path).map_err(|source| io_error(path, source))
 }
 
-fn read_optional_file(path: &Path) -> Result<Option<String>, AuthorityError> {
+pub(crate) fn read_optional_file(path: &Path) -> Result<Option<String>, AuthorityError> {
     match fs::read_to_string(path) {
         Ok(contents) if contents.trim().is_empty() => Ok(None),
         Ok(contents) => Ok(Some(contents)),
@@ -541,7 +604,11 @@ fn read_optional_file(path: &Path) -> Result<Option<String>, AuthorityError> {
 
 /// Writes through a temporary file and a rename, so a crash never leaves a
 /// half-written key or certificate behind.
-fn write_file_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), AuthorityError> {
+pub(crate) fn write_file_atomically(
+    path: &Path,
+    contents: &str,
+    mode: u32,
+) -> Result<(), AuthorityError> {
     use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension("pem.tmp");
     // A leftover from a crash would keep its old mode; start afresh.

@@ -6,5 +6,8 @@ pub mod auth;
 pub mod authority;
 pub mod csr;
 pub mod identity;
+pub mod reload;
+pub mod rotation;
 pub mod server;
 pub mod service;
+pub mod trust_bundle;

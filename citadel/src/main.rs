@@ -10,14 +10,19 @@ use anyhow::Context;
 use citadel::auth::{
     Authenticator, AuthenticatorChain, ClientCertAuthenticator, JwtAuthenticator, JwtConfig,
 };
-use citadel::authority::{Authority, RootKey, SigningPolicy};
-use citadel::server::{GrpcServer, tls_config};
+use citadel::authority::{Authority, RootKey, SigningPolicy, create_self_signed_root_valid_for};
+use citadel::reload::{AuthorityWatcher, RootRotation, SharedAuthority};
+use citadel::rotation::RotationPolicy;
+use citadel::server::{GrpcServer, ServingTls};
 use citadel::service::{CertificateService, CitadelMetrics};
+use citadel::trust_bundle;
 use clap::Parser;
 use event_bus::{Bus, ConnectionState};
 use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime};
 
 const COMPONENT: &str = "citadel";
+/// The organization named in the roots citadel creates.
+const ORGANIZATION: &str = "Trireme";
 
 /// Trireme citadel: the certificate authority that signs workload identities.
 #[derive(Debug, Parser)]
@@ -67,6 +72,36 @@ struct Args {
         default_value = "citadel.istio-system.svc,localhost"
     )]
     server_dns_names: Vec<String>,
+
+    /// Lifetime of citadel's own serving certificate; renewed at half of it.
+    #[arg(long, env = "TRIREME_SERVER_CERT_TTL", default_value = "24h", value_parser = parse_long_duration)]
+    server_cert_ttl: Duration,
+
+    /// How often `--ca-dir` is checked for changed files (a replaced plug-in
+    /// CA) and for a due root rotation step.
+    #[arg(long, env = "TRIREME_CA_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_long_duration)]
+    ca_reload_interval: Duration,
+
+    /// Lifetime of a self-signed root citadel creates.
+    #[arg(long, env = "TRIREME_ROOT_CERT_TTL", default_value = "3650d", value_parser = parse_long_duration)]
+    root_cert_ttl: Duration,
+
+    /// Rotate a self-signed root once less than this percentage of its
+    /// lifetime remains; 0 never rotates. Plug-in CAs are never rotated.
+    #[arg(long, env = "TRIREME_ROOT_CERT_GRACE_PERIOD_PERCENTILE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    root_cert_grace_period_percentile: u32,
+
+    /// During a root rotation, how long the new root is trusted before
+    /// anything is signed with it, so every workload learns it first.
+    #[arg(long, env = "TRIREME_ROOT_ROTATION_PROPAGATION_DELAY", default_value = "1h", value_parser = parse_long_duration)]
+    root_rotation_propagation_delay: Duration,
+
+    /// During a root rotation, how long the previous root stays trusted once
+    /// the new one signs. Defaults to --max-workload-cert-ttl, so no
+    /// certificate outlives the trust in its root.
+    #[arg(long, env = "TRIREME_ROOT_ROTATION_OVERLAP", value_parser = parse_long_duration)]
+    root_rotation_overlap: Option<Duration>,
 }
 
 /// Like the shared duration parser, plus days (`90d`).
@@ -85,7 +120,7 @@ async fn main() -> ExitCode {
     service_runtime::exit_code(run(Args::parse()).await)
 }
 
-fn authenticators(args: &Args, authority: &Authority) -> anyhow::Result<AuthenticatorChain> {
+fn authenticators(args: &Args, authority: SharedAuthority) -> anyhow::Result<AuthenticatorChain> {
     let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
     if let (Some(issuer), Some(jwks)) = (&args.jwt_issuer, &args.jwks) {
         let config = JwtConfig {
@@ -96,10 +131,34 @@ fn authenticators(args: &Args, authority: &Authority) -> anyhow::Result<Authenti
         };
         chain.push(Arc::new(JwtAuthenticator::from_jwks_file(config, jwks)?));
     }
-    let client_cert = ClientCertAuthenticator::from_roots_pem(authority.root_cert_pem())
-        .map_err(|reason| anyhow::anyhow!("trust bundle: {reason}"))?;
-    chain.push(Arc::new(client_cert));
+    chain.push(Arc::new(ClientCertAuthenticator::following(authority)));
     Ok(AuthenticatorChain::new(chain))
+}
+
+fn root_rotation(args: &Args) -> RootRotation {
+    RootRotation {
+        organization: ORGANIZATION.to_owned(),
+        policy: RotationPolicy {
+            grace_period_percentile: args.root_cert_grace_period_percentile,
+            root_validity: args.root_cert_ttl,
+            propagation_delay: args.root_rotation_propagation_delay,
+            overlap: args
+                .root_rotation_overlap
+                .unwrap_or(args.max_workload_cert_ttl),
+        },
+        new_root_key: Box::new(|| Ok(RootKey::GenerateEcdsaP256)),
+    }
+}
+
+/// Creates the self-signed root on first start; later starts reuse it.
+fn create_root_if_missing(args: &Args) -> anyhow::Result<()> {
+    if Authority::holds_ca(&args.ca_dir) {
+        return Ok(());
+    }
+    create_self_signed_root_valid_for(ORGANIZATION, RootKey::GenerateEcdsaP256, args.root_cert_ttl)
+        .and_then(|files| files.write_to(&args.ca_dir))?;
+    tracing::info!(ca_dir = %args.ca_dir.display(), "created a self-signed root");
+    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -113,18 +172,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_ttl: args.max_workload_cert_ttl,
         ..SigningPolicy::default()
     };
-    let authority =
-        Authority::load_or_create(&args.ca_dir, "Trireme", RootKey::GenerateEcdsaP256, policy)
-            .with_context(|| format!("loading the CA from {}", args.ca_dir.display()))?;
-    let authority = Arc::new(authority);
-    let authenticators = authenticators(&args, &authority)?;
-    let tls = tls_config(&authority, &args.server_dns_names)
-        .context("issuing the serving certificate")?;
-    let grpc = GrpcServer::bind(args.grpc_addr, tls)
+    create_root_if_missing(&args)
+        .with_context(|| format!("creating the CA in {}", args.ca_dir.display()))?;
+    let watcher = AuthorityWatcher::start(&args.ca_dir, policy, Some(root_rotation(&args)))
+        .with_context(|| format!("loading the CA from {}", args.ca_dir.display()))?;
+    let authority = watcher.subscribe();
+    let authenticators = authenticators(&args, authority.clone())?;
+    let tls = ServingTls::new(
+        &watcher.current(),
+        args.server_dns_names.clone(),
+        args.server_cert_ttl,
+    )
+    .context("issuing the serving certificate")?;
+    let tls = Arc::new(tls);
+    let grpc = GrpcServer::bind(args.grpc_addr, tls.clone())
         .await
         .with_context(|| format!("binding gRPC on {}", args.grpc_addr))?;
     let grpc_addr = grpc.local_addr()?;
-    let service = CertificateService::new(authority.clone(), authenticators.clone(), metrics);
+    let service =
+        CertificateService::following(authority.clone(), authenticators.clone(), metrics.clone());
 
     let runtime = ServiceRuntime::start(
         COMPONENT,
@@ -149,11 +215,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bus = Bus::connect(&args.common.bus.nats_url, COMPONENT).await?;
     bus_ready.follow(bus.watch_connection(), ConnectionState::readiness);
     let shutdown = runtime.shutdown.clone();
-    runtime
+    let background = [
+        tokio::spawn(watcher.run(args.ca_reload_interval, shutdown.clone().wait_owned())),
+        tokio::spawn({
+            let tls = tls.clone();
+            let (authority, shutdown) = (authority.clone(), shutdown.clone());
+            async move { tls.keep_fresh(authority, shutdown.wait_owned()).await }
+        }),
+        tokio::spawn(trust_bundle::publish(
+            bus,
+            args.trust_domain.clone(),
+            authority.clone(),
+            shutdown.clone().wait_owned(),
+        )),
+        tokio::spawn(async move { metrics.follow_authority(authority).await }),
+    ];
+    let outcome = runtime
         .run(async move {
             grpc.serve(service, async move { shutdown.wait().await })
                 .await
                 .context("gRPC server")
         })
-        .await
+        .await;
+    for task in background {
+        task.abort();
+    }
+    outcome
 }

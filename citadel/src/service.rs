@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use trireme_proto::istio::v1::auth::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -15,6 +16,7 @@ use trireme_proto::istio::v1::auth::{IstioCertificateRequest, IstioCertificateRe
 use crate::auth::{AuthenticatorChain, Credentials};
 use crate::authority::{Authority, SignError};
 use crate::csr::VerifiedCsr;
+use crate::reload::SharedAuthority;
 
 /// Bound on a decoded request: a CSR is a few KiB at most.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -90,21 +92,42 @@ impl CitadelMetrics {
         self.cert_chain_expiry_timestamp
             .set(authority.cert_chain_not_after().unix_timestamp());
     }
+
+    /// Keeps the expiry gauges in step with the authority in use.
+    pub async fn follow_authority(&self, mut authority: SharedAuthority) {
+        loop {
+            self.record_authority(&authority.borrow_and_update());
+            if authority.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 pub struct CertificateService {
-    authority: Arc<Authority>,
+    authority: SharedAuthority,
     authenticators: AuthenticatorChain,
     metrics: CitadelMetrics,
 }
 
 impl CertificateService {
+    /// A service that always signs with `authority`.
     pub fn new(
         authority: Arc<Authority>,
         authenticators: AuthenticatorChain,
         metrics: CitadelMetrics,
     ) -> Self {
-        metrics.record_authority(&authority);
+        Self::following(watch::channel(authority).1, authenticators, metrics)
+    }
+
+    /// A service that signs with whatever authority is current, as a plug-in
+    /// CA reload or a root rotation changes it.
+    pub fn following(
+        authority: SharedAuthority,
+        authenticators: AuthenticatorChain,
+        metrics: CitadelMetrics,
+    ) -> Self {
+        metrics.record_authority(&authority.borrow());
         Self {
             authority,
             authenticators,
@@ -156,7 +179,8 @@ impl IstioCertificateService for CertificateService {
             }
             seconds => Some(Duration::from_secs(seconds as u64)),
         };
-        let chain = self.authority.sign(&csr, &identity, ttl).map_err(|error| {
+        let authority = self.authority.borrow().clone();
+        let chain = authority.sign(&csr, &identity, ttl).map_err(|error| {
             tracing::info!(%error, %identity, "signing refused");
             match error {
                 SignError::IdentityMismatch { .. } => {

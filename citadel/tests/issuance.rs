@@ -283,10 +283,14 @@ fn refuses_a_plugin_ca_whose_root_did_not_sign_it() {
         std::fs::read(ca_dir.join(CA_CERT_FILE)).unwrap(),
     )
     .unwrap();
-    assert!(matches!(
-        Authority::load_from_dir(&ca_dir, SigningPolicy::default()),
-        Err(AuthorityError::BrokenChain { .. })
-    ));
+    let error = Authority::load_from_dir(&ca_dir, SigningPolicy::default())
+        .err()
+        .expect("a root that did not sign the intermediate is refused");
+    assert!(
+        matches!(error, AuthorityError::RootNotInBundle { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("root-cert.pem"), "{error}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use citadel::authority::{Authority, RootKey, SigningPolicy};
 use citadel::csr::VerifiedCsr;
 use citadel::identity::SpiffeId;
+use citadel::rotation::{self, RotationPolicy, RotationStep};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
@@ -31,6 +32,7 @@ use rustls::{
     DistinguishedName as TlsDistinguishedName, RootCertStore, ServerConfig, ServerConnection,
     SignatureScheme, StreamOwned, SupportedProtocolVersion,
 };
+use time::OffsetDateTime;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -484,4 +486,106 @@ fn server_refuses_a_client_without_a_certificate() {
         "server got {server:?}"
     );
     assert!(client.is_err(), "client got {client:?}");
+}
+
+/// Takes the rotation one step at `now`, as citadel's periodic check does.
+fn rotate(dir: &Path, policy: &RotationPolicy, now: OffsetDateTime) -> Option<RotationStep> {
+    rotation::advance(dir, "trireme-mtls-test", policy, now, &|| {
+        Ok(RootKey::GenerateEcdsaP256)
+    })
+    .unwrap()
+}
+
+fn reload(dir: &Path) -> Authority {
+    Authority::load_from_dir(dir, SigningPolicy::default()).unwrap()
+}
+
+/// Both directions of an mTLS connection between `a` and `b`, each trusting
+/// `roots`: (what the server saw, what the client saw) per direction.
+fn mutual(
+    a: (&Workload, &str),
+    b: (&Workload, &str),
+    roots: &Arc<RootCertStore>,
+) -> [(SideOutcome, SideOutcome); 2] {
+    [
+        connect(
+            server_config(a.0, roots.clone(), b.1, TLS13),
+            client_config(b.0, roots.clone(), a.1, TLS13),
+        ),
+        connect(
+            server_config(b.0, roots.clone(), a.1, TLS13),
+            client_config(a.0, roots.clone(), b.1, TLS13),
+        ),
+    ]
+}
+
+#[test]
+fn root_rotation_keeps_certificates_from_before_and_after_mutually_trusted_during_the_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = new_authority(dir.path());
+    let before = issue(&old, ID_X);
+    let policy = RotationPolicy {
+        // Due at once, so the test need not wait years.
+        grace_period_percentile: 100,
+        root_validity: Duration::from_secs(10 * 365 * 24 * 3600),
+        propagation_delay: Duration::from_secs(600),
+        overlap: Duration::from_secs(3600),
+    };
+    let start = OffsetDateTime::now_utc();
+
+    // Step 1: the new root is trusted, but the old one still signs.
+    assert_eq!(
+        rotate(dir.path(), &policy, start),
+        Some(RotationStep::NewRootTrusted)
+    );
+    let trusting_both = reload(dir.path());
+    assert_eq!(trusting_both.trust_bundle_der().len(), 2);
+    assert_eq!(trusting_both.signing_root_pem(), old.signing_root_pem());
+    let too_early = start + Duration::from_secs(300);
+    assert_eq!(rotate(dir.path(), &policy, too_early), None);
+
+    // Step 2: after the propagation delay the new root signs.
+    let switch = start + Duration::from_secs(601);
+    assert!(matches!(
+        rotate(dir.path(), &policy, switch),
+        Some(RotationStep::NewRootSigning { .. })
+    ));
+    let new = reload(dir.path());
+    assert_ne!(new.signing_root_pem(), old.signing_root_pem());
+    assert_eq!(new.trust_bundle_der().len(), 2);
+    let after = issue(&new, ID_Y);
+    let roots = trust_bundle(&new);
+    for (server, client) in mutual((&before, ID_X), (&after, ID_Y), &roots) {
+        assert!(
+            server.is_ok() && client.is_ok(),
+            "during the overlap: {server:?} / {client:?}"
+        );
+    }
+    // A peer that never learnt the new root would refuse the new leaf: that
+    // is what the propagation delay is for.
+    let old_roots_only = trust_bundle(&old);
+    let (_, client) = connect(
+        server_config(&after, old_roots_only.clone(), ID_X, TLS13),
+        client_config(&before, old_roots_only, ID_Y, TLS13),
+    );
+    assert!(client.is_err());
+
+    // Step 3: once the overlap is over the old root leaves the bundle.
+    assert_eq!(
+        rotate(dir.path(), &policy, switch + Duration::from_secs(1800)),
+        None
+    );
+    assert_eq!(
+        rotate(dir.path(), &policy, switch + Duration::from_secs(3601)),
+        Some(RotationStep::PreviousRootsRetired { count: 1 })
+    );
+    let retired = reload(dir.path());
+    assert_eq!(retired.trust_bundle_der().len(), 1);
+    assert_eq!(retired.root_cert_pem(), new.signing_root_pem());
+    let roots = trust_bundle(&retired);
+    let [(server, _), _] = mutual((&after, ID_Y), (&before, ID_X), &roots);
+    assert!(
+        server.is_err(),
+        "a leaf of the retired root is no longer trusted"
+    );
 }

@@ -15,7 +15,7 @@ use citadel::auth::{
     Authenticator, AuthenticatorChain, ClientCertAuthenticator, JwtAuthenticator, JwtConfig,
 };
 use citadel::authority::{Authority, RootKey, SigningPolicy};
-use citadel::server::{GrpcServer, tls_config};
+use citadel::server::{GrpcServer, SERVING_CERT_TTL, ServingTls};
 use citadel::service::{CertificateService, CitadelMetrics};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
@@ -109,7 +109,8 @@ async fn start_ca() -> TestCa {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = CitadelMetrics::register(&mut registry);
     let service = CertificateService::new(authority.clone(), chain, metrics);
-    let tls = tls_config(&authority, &["localhost".to_owned()]).unwrap();
+    let tls = ServingTls::new(&authority, vec!["localhost".to_owned()], SERVING_CERT_TTL).unwrap();
+    let tls = Arc::new(tls);
     let server = GrpcServer::bind("127.0.0.1:0".parse().unwrap(), tls)
         .await
         .unwrap();

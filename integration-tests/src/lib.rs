@@ -9,6 +9,7 @@
 //! Istio YAML that registers backends ([`istio_yaml`]).
 
 pub mod backend;
+pub mod citadel;
 pub mod config_dir;
 pub mod envoy;
 pub mod http_client;

@@ -6,12 +6,20 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{AuthError, Authenticator, Credentials};
 use crate::identity::SpiffeId;
+use crate::reload::SharedAuthority;
 
 const KIND: &str = "client certificate";
 
 pub struct ClientCertAuthenticator {
-    /// DER of the certificates trusted to sign workload certificates.
-    roots: Vec<Vec<u8>>,
+    roots: Roots,
+}
+
+/// The certificates trusted to sign workload certificates.
+enum Roots {
+    Fixed(Vec<Vec<u8>>),
+    /// The current authority's trust bundle, which a root rotation or a
+    /// plug-in CA reload changes.
+    Following(SharedAuthority),
 }
 
 impl ClientCertAuthenticator {
@@ -26,7 +34,16 @@ impl ClientCertAuthenticator {
         if roots.is_empty() {
             return Err("no root certificate".into());
         }
-        Ok(Self { roots })
+        Ok(Self {
+            roots: Roots::Fixed(roots),
+        })
+    }
+
+    /// Trusts whatever the authority in use trusts, as it changes.
+    pub fn following(authority: SharedAuthority) -> Self {
+        Self {
+            roots: Roots::Following(authority),
+        }
     }
 
     fn verify(&self, chain: &[Vec<u8>]) -> Result<SpiffeId, String> {
@@ -67,14 +84,23 @@ impl ClientCertAuthenticator {
     }
 
     fn signed_by_root(&self, cert: &X509Certificate<'_>) -> bool {
-        self.roots.iter().any(|root_der| {
-            X509Certificate::from_der(root_der).is_ok_and(|(_, root)| {
-                root.validity().is_valid()
-                    && cert.issuer() == root.subject()
-                    && cert.verify_signature(Some(root.public_key())).is_ok()
-            })
-        })
+        match &self.roots {
+            Roots::Fixed(roots) => signed_by_any(cert, roots),
+            Roots::Following(authority) => {
+                signed_by_any(cert, authority.borrow().trust_bundle_der())
+            }
+        }
     }
+}
+
+fn signed_by_any(cert: &X509Certificate<'_>, roots: &[Vec<u8>]) -> bool {
+    roots.iter().any(|root_der| {
+        X509Certificate::from_der(root_der).is_ok_and(|(_, root)| {
+            root.validity().is_valid()
+                && cert.issuer() == root.subject()
+                && cert.verify_signature(Some(root.public_key())).is_ok()
+        })
+    })
 }
 
 fn leaf_identity(leaf: &X509Certificate<'_>) -> Result<SpiffeId, String> {

@@ -45,6 +45,11 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
+    /// Like [`Shutdown::wait`], for tasks that must own what they wait on.
+    pub fn wait_owned(self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.token.cancelled_owned()
+    }
+
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
     }
