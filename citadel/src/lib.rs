@@ -1,10 +1,12 @@
 //! Trireme citadel's certificate authority core: SPIFFE identities, CSR
-//! checking and certificate signing, authentication of callers, and the
+//! checking and certificate signing, authentication of callers (with the
+//! HTTPS client that fetches key sets and asks the Kubernetes API server), and the
 //! `IstioCertificateService` gRPC service over TLS.
 
 pub mod auth;
 pub mod authority;
 pub mod csr;
+pub mod http_client;
 pub mod identity;
 pub mod reload;
 pub mod rotation;

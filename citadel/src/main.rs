@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use citadel::auth::{
-    Authenticator, AuthenticatorChain, ClientCertAuthenticator, JwtAuthenticator, JwtConfig,
+    Authenticator, AuthenticatorChain, ClientCertAuthenticator, IN_CLUSTER_CA_FILE,
+    IN_CLUSTER_TOKEN_FILE, JwksRefresh, JwksSource, JwtAuthenticator, JwtConfig, KubeApiConfig,
+    KubeApiTokenReviewer, TokenReviewAuthenticator, in_cluster_api_server,
 };
 use citadel::authority::{Authority, RootKey, SigningPolicy, create_self_signed_root_valid_for};
 use citadel::reload::{AuthorityWatcher, RootRotation, SharedAuthority};
@@ -49,12 +51,23 @@ struct Args {
     max_workload_cert_ttl: Duration,
 
     /// Issuer (`iss`) of JWTs accepted for authentication; needs `--jwks`.
+    /// Tokens of other issuers are left to the next authenticator.
     #[arg(long, env = "TRIREME_JWT_ISSUER", requires = "jwks")]
     jwt_issuer: Option<String>,
 
-    /// JWKS file with the keys of `--jwt-issuer` (URLs are not supported yet).
+    /// Keys of `--jwt-issuer`: a JWKS file, or an http(s) URL fetched in the
+    /// background and refreshed (startup does not wait for it).
     #[arg(long, env = "TRIREME_JWKS", requires = "jwt_issuer")]
-    jwks: Option<PathBuf>,
+    jwks: Option<JwksSource>,
+
+    /// How often a JWKS URL is fetched again; a token naming an unknown key
+    /// also triggers a fetch, at most every 30s.
+    #[arg(long, env = "TRIREME_JWKS_REFRESH_INTERVAL", default_value = "20m", value_parser = parse_long_duration)]
+    jwks_refresh_interval: Duration,
+
+    /// PEM CA certificates trusted for a JWKS URL besides the system's roots.
+    #[arg(long, env = "TRIREME_JWKS_CA_FILE")]
+    jwks_ca_file: Option<PathBuf>,
 
     /// Audience (`aud`) JWTs must carry.
     #[arg(long, env = "TRIREME_JWT_AUDIENCE", default_value = "istio-ca")]
@@ -63,6 +76,28 @@ struct Args {
     /// JWT claim holding `system:serviceaccount:<namespace>:<name>`.
     #[arg(long, env = "TRIREME_JWT_IDENTITY_CLAIM", default_value = "sub")]
     jwt_identity_claim: String,
+
+    /// Kubernetes API server (https) asked to review service-account tokens.
+    /// Without it, TokenReview is on only in a pod (KUBERNETES_SERVICE_HOST).
+    #[arg(long, env = "TRIREME_KUBE_API_SERVER")]
+    kube_api_server: Option<reqwest::Url>,
+
+    /// citadel's own service-account token for the API server; re-read for
+    /// every review.
+    #[arg(long, env = "TRIREME_KUBE_TOKEN_FILE", default_value = IN_CLUSTER_TOKEN_FILE)]
+    kube_token_file: PathBuf,
+
+    /// PEM CA certificates of the API server (the only roots trusted for it).
+    #[arg(long, env = "TRIREME_KUBE_CA_FILE", default_value = IN_CLUSTER_CA_FILE)]
+    kube_ca_file: PathBuf,
+
+    /// Audience requested in TokenReviews and required in their answer.
+    #[arg(
+        long,
+        env = "TRIREME_TOKEN_REVIEW_AUDIENCE",
+        default_value = "istio-ca"
+    )]
+    token_review_audience: String,
 
     /// DNS names of citadel's own TLS serving certificate, comma-separated.
     #[arg(
@@ -120,8 +155,11 @@ async fn main() -> ExitCode {
     service_runtime::exit_code(run(Args::parse()).await)
 }
 
+/// Client certificate first (renewal), then offline JWTs of the configured
+/// issuer, then TokenReview, which takes any other bearer token.
 fn authenticators(args: &Args, authority: SharedAuthority) -> anyhow::Result<AuthenticatorChain> {
-    let mut chain: Vec<Arc<dyn Authenticator>> = Vec::new();
+    let client_cert = ClientCertAuthenticator::following(authority);
+    let mut chain: Vec<Arc<dyn Authenticator>> = vec![Arc::new(client_cert)];
     if let (Some(issuer), Some(jwks)) = (&args.jwt_issuer, &args.jwks) {
         let config = JwtConfig {
             issuer: issuer.clone(),
@@ -129,9 +167,37 @@ fn authenticators(args: &Args, authority: SharedAuthority) -> anyhow::Result<Aut
             identity_claim: args.jwt_identity_claim.clone(),
             trust_domain: args.trust_domain.clone(),
         };
-        chain.push(Arc::new(JwtAuthenticator::from_jwks_file(config, jwks)?));
+        let refresh = JwksRefresh {
+            interval: args.jwks_refresh_interval,
+            ..JwksRefresh::default()
+        };
+        let jwt =
+            JwtAuthenticator::from_source(config, jwks, refresh, args.jwks_ca_file.as_deref())
+                .context("--jwks")?;
+        chain.push(Arc::new(jwt));
     }
-    chain.push(Arc::new(ClientCertAuthenticator::following(authority)));
+    let api_server = in_cluster_api_server(args.kube_api_server.as_ref(), |name| {
+        std::env::var(name).ok()
+    })
+    .map_err(anyhow::Error::msg)?;
+    // Off outside a cluster without --kube-api-server; the startup log lists
+    // the authenticators that are on, and where TokenReview's API server
+    // came from.
+    if let Some((api_server, origin)) = api_server {
+        let config = KubeApiConfig::new(
+            api_server,
+            args.kube_token_file.clone(),
+            args.kube_ca_file.clone(),
+        );
+        let reviewer = KubeApiTokenReviewer::new(&config).context("--kube-ca-file")?;
+        let description = format!("{} from {origin}", reviewer.endpoint());
+        let authenticator = TokenReviewAuthenticator::new(
+            Arc::new(reviewer),
+            args.token_review_audience.clone(),
+            args.trust_domain.clone(),
+        );
+        chain.push(Arc::new(authenticator.described_as(description)));
+    }
     Ok(AuthenticatorChain::new(chain))
 }
 
@@ -168,6 +234,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut metrics_registry = MetricsRegistry::new(COMPONENT);
     let metrics = CitadelMetrics::register(metrics_registry.registry_mut());
 
+    // Logging and health first, so everything below is logged and a slow
+    // start shows as not ready rather than as nothing at all.
+    let runtime = ServiceRuntime::start(
+        COMPONENT,
+        &args.common.runtime,
+        args.common.http_addr,
+        metrics_registry,
+        health,
+        axum::Router::new(),
+    )
+    .await?;
+
     let policy = SigningPolicy {
         max_ttl: args.max_workload_cert_ttl,
         ..SigningPolicy::default()
@@ -192,21 +270,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let service =
         CertificateService::following(authority.clone(), authenticators.clone(), metrics.clone());
 
-    let runtime = ServiceRuntime::start(
-        COMPONENT,
-        &args.common.runtime,
-        args.common.http_addr,
-        metrics_registry,
-        health,
-        axum::Router::new(),
-    )
-    .await?;
     tracing::info!(
         %grpc_addr,
         ca_dir = %args.ca_dir.display(),
         trust_domain = %args.trust_domain,
         max_workload_cert_ttl = ?args.max_workload_cert_ttl,
-        authenticators = ?authenticators.kinds(),
+        authenticators = ?authenticators.describe(),
         server_dns_names = ?args.server_dns_names,
         "certificate authority loaded; serving IstioCertificateService over TLS"
     );

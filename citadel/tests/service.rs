@@ -1,6 +1,7 @@
 //! IstioCertificateService end to end: an in-process TLS gRPC server on a
-//! loopback port and a tonic client, authenticating with JWTs and with client
-//! certificates.
+//! loopback port and a tonic client, authenticating with JWTs (keys from a
+//! file or a URL), Kubernetes TokenReview (a stand-in API server) and client
+//! certificates, in the order citadel chains them.
 
 mod support;
 
@@ -12,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use citadel::auth::{
-    Authenticator, AuthenticatorChain, ClientCertAuthenticator, JwtAuthenticator, JwtConfig,
+    Authenticator, AuthenticatorChain, ClientCertAuthenticator, JwksRefresh, JwtAuthenticator,
+    JwtConfig, KubeApiTokenReviewer, TokenReviewAuthenticator,
 };
 use citadel::authority::{Authority, RootKey, SigningPolicy};
 use citadel::server::{GrpcServer, SERVING_CERT_TTL, ServingTls};
@@ -77,7 +79,32 @@ fn id(ns: &str, sa: &str) -> String {
     format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
 }
 
+fn jwt_config() -> JwtConfig {
+    JwtConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        identity_claim: "sub".into(),
+        trust_domain: "cluster.local".into(),
+    }
+}
+
+/// citadel with the client-certificate authenticator first, as in main.rs,
+/// then a JWT authenticator with a JWKS file of `jwt_key`.
 async fn start_ca() -> TestCa {
+    start_ca_with(|dir, jwt_key| {
+        let jwks_path = dir.join("jwks.json");
+        std::fs::write(&jwks_path, jwks(jwt_key)).unwrap();
+        let jwt = JwtAuthenticator::from_jwks_file(jwt_config(), &jwks_path).unwrap();
+        vec![Arc::new(jwt)]
+    })
+    .await
+}
+
+/// citadel with the client-certificate authenticator followed by those
+/// `authenticators` makes, given a scratch directory and the JWT signing key.
+async fn start_ca_with(
+    authenticators: impl FnOnce(&Path, &KeyPair) -> Vec<Arc<dyn Authenticator>>,
+) -> TestCa {
     let dir = tempfile::tempdir().unwrap();
     let authority = Arc::new(
         Authority::load_or_create(
@@ -89,23 +116,10 @@ async fn start_ca() -> TestCa {
         .unwrap(),
     );
     let jwt_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let jwks_path = dir.path().join("jwks.json");
-    std::fs::write(&jwks_path, jwks(&jwt_key)).unwrap();
-    let jwt = JwtAuthenticator::from_jwks_file(
-        JwtConfig {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            identity_claim: "sub".into(),
-            trust_domain: "cluster.local".into(),
-        },
-        &jwks_path,
-    )
-    .unwrap();
     let client_cert = ClientCertAuthenticator::from_roots_pem(authority.root_cert_pem()).unwrap();
-    let chain = AuthenticatorChain::new(vec![
-        Arc::new(jwt) as Arc<dyn Authenticator>,
-        Arc::new(client_cert),
-    ]);
+    let mut chain: Vec<Arc<dyn Authenticator>> = vec![Arc::new(client_cert)];
+    chain.extend(authenticators(dir.path(), &jwt_key));
+    let chain = AuthenticatorChain::new(chain);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = CitadelMetrics::register(&mut registry);
     let service = CertificateService::new(authority.clone(), chain, metrics);
@@ -248,17 +262,29 @@ async fn bad_tokens_are_unauthenticated() {
     }
 }
 
+/// A token for ns/a/sa/x gets a certificate for exactly that identity:
+/// asking for ns/a/sa/y or ns/b/sa/x is PERMISSION_DENIED.
+async fn assert_only_a_x(ca: &TestCa, token: &str) {
+    for other in [id("a", "y"), id("b", "x")] {
+        let csr = support::p256_csr(&[&other]);
+        let status = ca.request(Some(token), None, &csr, 0).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{other}: {status:?}");
+    }
+    let csr = support::p256_csr(&[&id("a", "x")]);
+    let chain = ca.request(Some(token), None, &csr, 0).await.unwrap();
+    let leaf = support::write(ca.dir(), "a-x.pem", &chain[0]);
+    let text = support::openssl(
+        ca.dir(),
+        &["x509", "-in", &leaf, "-noout", "-ext", "subjectAltName"],
+    );
+    assert!(text.contains(&format!("URI:{}", id("a", "x"))), "{text}");
+}
+
 #[tokio::test]
 async fn token_cannot_get_another_identity() {
     let ca = start_ca().await;
     let token = token(&ca.jwt_key, "a", "x");
-    for other in [id("a", "y"), id("b", "x")] {
-        let csr = support::p256_csr(&[&other]);
-        let status = ca.request(Some(&token), None, &csr, 0).await.unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{other}: {status:?}");
-    }
-    let csr = support::p256_csr(&[&id("a", "x")]);
-    assert!(ca.request(Some(&token), None, &csr, 0).await.is_ok());
+    assert_only_a_x(&ca, &token).await;
 }
 
 #[tokio::test]
@@ -405,4 +431,102 @@ async fn rs256_tokens_are_verified() {
         peer_certs: &[],
     };
     assert!(authenticator.authenticate(&credentials).await.is_err());
+}
+
+/// Tokens of each bad kind, for `ISSUER`, `AUDIENCE` and ns/a/sa/x unless
+/// the case says otherwise.
+fn bad_tokens(key: &KeyPair, issuer: &str) -> Vec<(&'static str, String)> {
+    let other_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let sub = "system:serviceaccount:a:x";
+    let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"iss": iss, "aud": aud, "exp": exp, "iat": now(), "sub": sub});
+    vec![
+        (
+            "expired",
+            token_with(key, claims(issuer, AUDIENCE, now() - 3600)),
+        ),
+        (
+            "wrongly signed",
+            token_with(&other_key, claims(issuer, AUDIENCE, now() + 600)),
+        ),
+        (
+            "wrong audience",
+            token_with(key, claims(issuer, "other", now() + 600)),
+        ),
+        (
+            "wrong issuer",
+            token_with(key, claims("https://evil.test", AUDIENCE, now() + 600)),
+        ),
+    ]
+}
+
+async fn assert_unauthenticated(ca: &TestCa, tokens: Vec<(&'static str, String)>) {
+    let csr = support::p256_csr(&[&id("a", "x")]);
+    for (case, token) in tokens {
+        let status = ca.request(Some(&token), None, &csr, 0).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn jwks_url_tokens_get_certificates_and_bad_ones_do_not() {
+    let endpoint = support::https::JwksEndpoint::new(axum::http::StatusCode::OK, String::new());
+    let server = endpoint.serve().await;
+    let url = server.url("/jwks");
+    let ca = start_ca_with(|_, jwt_key| {
+        endpoint.set(axum::http::StatusCode::OK, jwks(jwt_key));
+        let source = url.parse().unwrap();
+        let jwt = JwtAuthenticator::from_source(
+            jwt_config(),
+            &source,
+            JwksRefresh::default(),
+            Some(&server.ca_file),
+        )
+        .unwrap();
+        vec![Arc::new(jwt)]
+    })
+    .await;
+    let good = token(&ca.jwt_key, "a", "x");
+    assert_only_a_x(&ca, &good).await;
+    assert_unauthenticated(&ca, bad_tokens(&ca.jwt_key, ISSUER)).await;
+    assert_eq!(endpoint.hits(), 1, "one fetch served every request");
+}
+
+/// The full chain of main.rs: client certificate, JWT of our issuer, then
+/// TokenReview, which gets the Kubernetes tokens the JWT authenticator passes on.
+#[tokio::test]
+async fn kubernetes_tokens_are_reviewed_by_the_api_server() {
+    let api = support::kube::FakeApiServer::start().await;
+    let ca = start_ca_with(|dir, jwt_key| {
+        let jwks_path = dir.join("jwks.json");
+        std::fs::write(&jwks_path, jwks(jwt_key)).unwrap();
+        let jwt = JwtAuthenticator::from_jwks_file(jwt_config(), &jwks_path).unwrap();
+        let reviewer = KubeApiTokenReviewer::new(&api.config()).unwrap();
+        let review = TokenReviewAuthenticator::new(
+            Arc::new(reviewer),
+            AUDIENCE.into(),
+            "cluster.local".into(),
+        );
+        vec![Arc::new(jwt), Arc::new(review)]
+    })
+    .await;
+
+    let kube_token = api.token("a", "x", AUDIENCE, now() + 600);
+    assert_only_a_x(&ca, &kube_token).await;
+    let reviewed = api.recorded().len();
+    assert_eq!(reviewed, 3, "each request reviewed");
+
+    let mut bad = bad_tokens(&api.signer.key, support::kube::KUBE_ISSUER);
+    bad.push((
+        "API server refuses citadel",
+        support::kube::FORBIDDEN_TOKEN.into(),
+    ));
+    assert_unauthenticated(&ca, bad).await;
+
+    // Tokens of the JWT issuer are still verified offline, never sent to the
+    // API server.
+    let reviewed = api.recorded().len();
+    let csr = support::p256_csr(&[&id("a", "x")]);
+    let jwt = token(&ca.jwt_key, "a", "x");
+    ca.request(Some(&jwt), None, &csr, 0).await.unwrap();
+    assert_eq!(api.recorded().len(), reviewed);
 }

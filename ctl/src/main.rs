@@ -21,6 +21,9 @@ enum Command {
     /// Check Istio configuration files offline: every document must parse
     /// strictly into its kind (unknown fields and wrong types are errors).
     Validate(commands::validate::ValidateArgs),
+    /// Development JWTs for citadel: make a signing key and its JWKS, mint
+    /// service-account tokens.
+    Token(commands::token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Validate(args) => commands::validate::run(&args),
+        Command::Token(args) => commands::token::run(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

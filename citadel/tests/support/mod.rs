@@ -1,8 +1,14 @@
 //! Helpers shared by citadel's integration tests: real CSRs made with rcgen
-//! and the openssl command line, and openssl as an independent checker.
+//! and the openssl command line, and openssl as an independent checker;
+//! a local HTTPS server (`https`), ES256 token signing (`jwt`) and a fake
+//! Kubernetes TokenReview endpoint (`kube`).
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
+
+pub mod https;
+pub mod jwt;
+pub mod kube;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,3 +1,4 @@
 //! One module per `trireme` subcommand.
 
+pub mod token;
 pub mod validate;
