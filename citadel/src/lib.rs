@@ -6,5 +6,6 @@ pub mod auth;
 pub mod authority;
 pub mod csr;
 pub mod identity;
+pub mod keys;
 pub mod server;
 pub mod service;

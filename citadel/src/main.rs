@@ -11,6 +11,7 @@ use citadel::auth::{
     Authenticator, AuthenticatorChain, ClientCertAuthenticator, JwtAuthenticator, JwtConfig,
 };
 use citadel::authority::{Authority, RootKey, SigningPolicy};
+use citadel::keys::{CaKeyType, RsaKeySize};
 use citadel::server::{GrpcServer, tls_config};
 use citadel::service::{CertificateService, CitadelMetrics};
 use clap::Parser;
@@ -34,6 +35,15 @@ struct Args {
     /// created there on first start. Relative to the working directory.
     #[arg(long, env = "TRIREME_CA_DIR", default_value = "var/citadel")]
     ca_dir: PathBuf,
+
+    /// Key type of the self-signed root made on first start; an existing CA
+    /// in `--ca-dir` is kept whatever its key type.
+    #[arg(long, env = "TRIREME_CA_KEY_TYPE", value_enum, default_value = "ecdsa")]
+    ca_key_type: CaKeyType,
+
+    /// Size in bits of an RSA root key (`--ca-key-type rsa`): 2048, 3072 or 4096.
+    #[arg(long, env = "TRIREME_CA_RSA_KEY_SIZE", default_value = "2048")]
+    ca_rsa_key_size: RsaKeySize,
 
     /// SPIFFE trust domain of issued identities.
     #[arg(long, env = "TRIREME_TRUST_DOMAIN", default_value = "cluster.local")]
@@ -113,9 +123,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_ttl: args.max_workload_cert_ttl,
         ..SigningPolicy::default()
     };
-    let authority =
-        Authority::load_or_create(&args.ca_dir, "Trireme", RootKey::GenerateEcdsaP256, policy)
-            .with_context(|| format!("loading the CA from {}", args.ca_dir.display()))?;
+    let root_key = match args.ca_key_type {
+        CaKeyType::Ecdsa => RootKey::GenerateEcdsaP256,
+        CaKeyType::Rsa => RootKey::GenerateRsa {
+            bits: args.ca_rsa_key_size,
+        },
+    };
+    let authority = Authority::load_or_create(&args.ca_dir, "Trireme", root_key, policy)
+        .with_context(|| format!("loading the CA from {}", args.ca_dir.display()))?;
     let authority = Arc::new(authority);
     let authenticators = authenticators(&args, &authority)?;
     let tls = tls_config(&authority, &args.server_dns_names)
