@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::authority::{Authority, SignError};
@@ -51,10 +51,14 @@ impl GrpcServer {
         service: CertificateService,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
+        // tonic sets TCP_NODELAY only on listeners it binds itself. Without
+        // it each small response waits for the client's delayed ACK: about
+        // 40 ms per CreateCertificate, whatever the load.
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         Server::builder()
             .tls_config(self.tls)?
             .add_service(service.into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 }
