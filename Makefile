@@ -31,6 +31,9 @@ demo: tools build
 test: tools build
 	$(CARGO) test --workspace --no-fail-fast
 
+# Each benchmark prints its own table; citadel's (csr_throughput) runs the
+# citadel binary, takes about a minute, and writes target/bench/citadel-csr.json.
+# BENCH_FULL=1 gives citadel's benchmark longer windows (a few minutes).
 bench: tools
 	$(CARGO) bench --workspace
 

@@ -19,6 +19,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::csr::VerifiedCsr;
 use crate::identity::SpiffeId;
+use crate::keys::{KeyError, RsaKeySize, generate_rsa_pkcs8_pem};
 
 /// The signing CA's certificate (the root itself when self-signed).
 pub const CA_CERT_FILE: &str = "ca-cert.pem";
@@ -59,6 +60,8 @@ pub enum AuthorityError {
     RootNotInBundle { issuer: String },
     #[error("creating the root certificate: {0}")]
     Generation(rcgen::Error),
+    #[error("creating the root key: {0}")]
+    KeyGeneration(KeyError),
     #[error("system random number generator failed")]
     RandomUnavailable,
 }
@@ -84,7 +87,9 @@ pub enum SignError {
 pub enum RootKey {
     /// Generate a fresh ECDSA P-256 key (the default).
     GenerateEcdsaP256,
-    /// Use a key made elsewhere, e.g. RSA, which `ring` cannot generate.
+    /// Generate a fresh RSA key of `bits`.
+    GenerateRsa { bits: RsaKeySize },
+    /// Use a key made elsewhere, e.g. with openssl.
     Pkcs8Pem(String),
 }
 
@@ -418,6 +423,10 @@ pub fn create_self_signed_root_valid_for(
     let key = match root_key {
         RootKey::GenerateEcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(AuthorityError::Generation)?,
+        RootKey::GenerateRsa { bits } => {
+            let pem = generate_rsa_pkcs8_pem(bits).map_err(AuthorityError::KeyGeneration)?;
+            KeyPair::from_pem(&pem).map_err(AuthorityError::Generation)?
+        }
         RootKey::Pkcs8Pem(pem) => KeyPair::from_pem(&pem).map_err(AuthorityError::Generation)?,
     };
     let now = OffsetDateTime::now_utc();

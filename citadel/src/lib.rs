@@ -8,6 +8,7 @@ pub mod authority;
 pub mod csr;
 pub mod http_client;
 pub mod identity;
+pub mod keys;
 pub mod reload;
 pub mod rotation;
 pub mod server;

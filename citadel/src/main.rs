@@ -13,6 +13,7 @@ use citadel::auth::{
     KubeApiTokenReviewer, TokenReviewAuthenticator, in_cluster_api_server,
 };
 use citadel::authority::{Authority, RootKey, SigningPolicy, create_self_signed_root_valid_for};
+use citadel::keys::{CaKeyType, RsaKeySize};
 use citadel::reload::{AuthorityWatcher, RootRotation, SharedAuthority};
 use citadel::rotation::RotationPolicy;
 use citadel::server::{GrpcServer, ServingTls};
@@ -41,6 +42,15 @@ struct Args {
     /// created there on first start. Relative to the working directory.
     #[arg(long, env = "TRIREME_CA_DIR", default_value = "var/citadel")]
     ca_dir: PathBuf,
+
+    /// Key type of the self-signed root made on first start; an existing CA
+    /// in `--ca-dir` is kept whatever its key type.
+    #[arg(long, env = "TRIREME_CA_KEY_TYPE", value_enum, default_value = "ecdsa")]
+    ca_key_type: CaKeyType,
+
+    /// Size in bits of an RSA root key (`--ca-key-type rsa`): 2048, 3072 or 4096.
+    #[arg(long, env = "TRIREME_CA_RSA_KEY_SIZE", default_value = "2048")]
+    ca_rsa_key_size: RsaKeySize,
 
     /// SPIFFE trust domain of issued identities.
     #[arg(long, env = "TRIREME_TRUST_DOMAIN", default_value = "cluster.local")]
@@ -212,7 +222,18 @@ fn root_rotation(args: &Args) -> RootRotation {
                 .root_rotation_overlap
                 .unwrap_or(args.max_workload_cert_ttl),
         },
-        new_root_key: Box::new(|| Ok(RootKey::GenerateEcdsaP256)),
+        new_root_key: Box::new({
+            let (key_type, rsa_size) = (args.ca_key_type, args.ca_rsa_key_size);
+            move || Ok(root_key(key_type, rsa_size))
+        }),
+    }
+}
+
+/// The key of a new self-signed root, as `--ca-key-type` asks.
+fn root_key(key_type: CaKeyType, rsa_size: RsaKeySize) -> RootKey {
+    match key_type {
+        CaKeyType::Ecdsa => RootKey::GenerateEcdsaP256,
+        CaKeyType::Rsa => RootKey::GenerateRsa { bits: rsa_size },
     }
 }
 
@@ -221,7 +242,8 @@ fn create_root_if_missing(args: &Args) -> anyhow::Result<()> {
     if Authority::holds_ca(&args.ca_dir) {
         return Ok(());
     }
-    create_self_signed_root_valid_for(ORGANIZATION, RootKey::GenerateEcdsaP256, args.root_cert_ttl)
+    let key = root_key(args.ca_key_type, args.ca_rsa_key_size);
+    create_self_signed_root_valid_for(ORGANIZATION, key, args.root_cert_ttl)
         .and_then(|files| files.write_to(&args.ca_dir))?;
     tracing::info!(ca_dir = %args.ca_dir.display(), "created a self-signed root");
     Ok(())

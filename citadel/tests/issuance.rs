@@ -11,6 +11,7 @@ use citadel::authority::{
 };
 use citadel::csr::VerifiedCsr;
 use citadel::identity::SpiffeId;
+use citadel::keys::RsaKeySize;
 use support::{WORKLOAD_ID, openssl, openssl_rsa_csr, openssl_verify, p256_csr, write};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -252,6 +253,46 @@ fn rsa_root_by_choice_signs_verifiable_leaves() {
     assert!(
         text.contains("rsaEncryption") && text.contains("CA:TRUE"),
         "{text}"
+    );
+}
+
+#[test]
+fn generated_rsa_2048_root_signs_verifiable_leaves_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let rsa_root = || RootKey::GenerateRsa {
+        bits: RsaKeySize::Bits2048,
+    };
+    let authority = Authority::load_or_create(
+        &ca_dir,
+        "cluster.local",
+        rsa_root(),
+        SigningPolicy::default(),
+    )
+    .unwrap();
+    let chain = sign_p256(&authority, None);
+    let root = ca_dir.join(ROOT_CERT_FILE);
+    let verified = openssl_verify(dir.path(), root.to_str().unwrap(), &chain);
+    assert!(verified.contains("OK"), "{verified}");
+    let text = openssl(&ca_dir, &["x509", "-in", ROOT_CERT_FILE, "-text", "-noout"]);
+    for expected in ["rsaEncryption", "Public-Key: (2048 bit)", "CA:TRUE"] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    // A second start on the same directory keeps the root, whatever key it
+    // would have generated.
+    let key_before = std::fs::read_to_string(ca_dir.join("ca-key.pem")).unwrap();
+    for root_key in [rsa_root(), RootKey::GenerateEcdsaP256] {
+        let restarted =
+            Authority::load_or_create(&ca_dir, "cluster.local", root_key, SigningPolicy::default())
+                .unwrap();
+        assert_eq!(restarted.root_cert_pem(), authority.root_cert_pem());
+        let chain = sign_p256(&restarted, None);
+        assert!(openssl_verify(dir.path(), root.to_str().unwrap(), &chain).contains("OK"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(ca_dir.join("ca-key.pem")).unwrap(),
+        key_before
     );
 }
 
