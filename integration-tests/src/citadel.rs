@@ -64,7 +64,8 @@ pub struct Citadel {
 
 impl Citadel {
     /// Starts citadel on free ports with `ca_dir`, trusting `issuer`, with
-    /// `extra_args` appended; returns once it answers on /healthz/live.
+    /// `extra_args` appended; returns once it is ready (CA loaded, bus
+    /// connected), which `nats_url` must make possible.
     pub fn start(
         ca_dir: &Path,
         issuer: &TestIssuer,
