@@ -48,6 +48,15 @@ impl HttpRequest {
         }
     }
 
+    /// A POST without a body (Envoy admin and `/quitquitquit` style).
+    pub fn post(path: &str) -> HttpRequest {
+        HttpRequest {
+            method: "POST".to_string(),
+            ..HttpRequest::get(path)
+        }
+        .header("content-length", "0")
+    }
+
     /// Adds a header; a `host` header replaces the default (the address).
     pub fn header(mut self, name: &str, value: &str) -> HttpRequest {
         self.headers.push((name.to_string(), value.to_string()));

@@ -8,6 +8,7 @@
 //! knobs ([`backend`]), a blocking HTTP/1.1 client ([`http_client`]) and the
 //! Istio YAML that registers backends ([`istio_yaml`]).
 
+pub mod agent;
 pub mod backend;
 pub mod citadel;
 pub mod config_dir;

@@ -23,6 +23,12 @@ impl Pilot {
     pub fn start(config_dir: &Path) -> Pilot {
         let xds_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        Self::start_on(config_dir, xds_addr, http_addr)
+    }
+
+    /// Like [`Pilot::start`] on given addresses: a restarted pilot comes
+    /// back where its proxies expect it.
+    pub fn start_on(config_dir: &Path, xds_addr: SocketAddr, http_addr: SocketAddr) -> Pilot {
         let log_dir = tempfile::tempdir().expect("a temp dir for pilot's log");
         let log = log_dir.path().join("pilot.log");
         let mut command = Command::new(binary("pilot"));
@@ -107,6 +113,11 @@ impl Pilot {
 
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log_dir.path().join("pilot.log"), lines)
+    }
+
+    /// SIGKILL: pilot gets no chance to close its streams.
+    pub fn kill(mut self) {
+        self.process.kill();
     }
 }
 
