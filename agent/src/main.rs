@@ -1,5 +1,7 @@
 //! Trireme agent: runs beside each workload (Istio's pilot-agent).
 
+mod init;
+
 use std::{net::SocketAddr, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +20,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Install the iptables rules that send the pod's traffic through its
+    /// proxy (Istio's init container).
+    Init(init::InitArgs),
     /// Run beside a workload's proxy and report its health.
     Proxy(ProxyArgs),
 }
@@ -35,6 +40,7 @@ struct ProxyArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
+        Command::Init(args) => init::run(args),
         Command::Proxy(args) => run_proxy(args).await,
     };
     service_runtime::exit_code(outcome)
