@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use agent::init;
 use agent::proxy::{self, ProxyArgs};
 use clap::{Parser, Subcommand};
 
@@ -18,15 +19,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Install the iptables rules that send the pod's traffic through its
+    /// proxy (Istio's init container).
+    Init(Box<init::InitArgs>),
     /// Run beside a workload: write Envoy's bootstrap, start and supervise
     /// Envoy, carry its xDS to pilot, serve the status port.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
-        Command::Proxy(args) => proxy::run(args).await,
+        Command::Init(args) => init::run(*args),
+        Command::Proxy(args) => proxy::run(*args).await,
     };
     service_runtime::exit_code(outcome)
 }

@@ -88,10 +88,10 @@ impl Citadel {
             .env("TRIREME_NATS_URL", nats_url);
         let process = Process::spawn("citadel", command);
         eventually(
-            "citadel to serve /healthz/live",
+            "citadel to be ready",
             Duration::from_secs(15),
             || {
-                http_get(http_addr, "/healthz/live")
+                http_get(http_addr, "/healthz/ready")
                     .ok()
                     .filter(|(code, _)| *code == 200)
             },
