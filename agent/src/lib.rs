@@ -1,6 +1,13 @@
-//! Trireme agent: runs beside each workload (Istio's pilot-agent). `init`
-//! is `agent init` (the traffic-capture rules); `proxy` is `agent proxy`: Envoy's bootstrap, supervision, the xDS
-//! proxy to pilot and the status port.
+//! Trireme agent: what runs beside each workload (Istio's pilot-agent).
+//!
+//! - [`init`]: `agent init`, the iptables rules that capture the pod's
+//!   traffic into its proxy (Istio's init container);
+//! - [`proxy`]: `agent proxy`, Envoy's bootstrap, supervision, the xDS proxy
+//!   to pilot and the status port;
+//! - [`sds`]: Envoy's secret discovery service over a Unix socket, serving
+//!   the workload certificate and trust bundle that a
+//!   [`workload_identity::CertificateManager`] keeps fresh.
 
 pub mod init;
 pub mod proxy;
+pub mod sds;

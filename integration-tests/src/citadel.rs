@@ -74,6 +74,19 @@ impl Citadel {
     ) -> Citadel {
         let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Citadel::start_at(grpc_addr, http_addr, ca_dir, issuer, nats_url, extra_args)
+    }
+
+    /// Like [`Citadel::start`] on given addresses: a restarted citadel comes
+    /// back where its clients look for it.
+    pub fn start_at(
+        grpc_addr: SocketAddr,
+        http_addr: SocketAddr,
+        ca_dir: &Path,
+        issuer: &TestIssuer,
+        nats_url: &str,
+        extra_args: &[&str],
+    ) -> Citadel {
         let mut command = Command::new(binary("citadel"));
         command
             .arg("--grpc-addr")
@@ -102,6 +115,16 @@ impl Citadel {
             http_addr,
             ca_dir: ca_dir.to_owned(),
         }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(&mut self) {
+        self.process.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.process.wait_for_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|status| status.success()),
+            "citadel did not stop cleanly: {status:?}"
+        );
     }
 
     /// The trust bundle citadel keeps in its CA directory.

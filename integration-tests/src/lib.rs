@@ -7,6 +7,9 @@
 //! ([`pilot`], [`config_dir`]), small HTTP backends with failure and delay
 //! knobs ([`backend`]), a blocking HTTP/1.1 client ([`http_client`]) and the
 //! Istio YAML that registers backends ([`istio_yaml`]).
+//!
+//! Workload identity tests add a citadel with the token and root-cert files
+//! a pod would have ([`workload`]).
 
 pub mod agent;
 pub mod backend;
@@ -16,6 +19,7 @@ pub mod envoy;
 pub mod http_client;
 pub mod istio_yaml;
 pub mod pilot;
+pub mod workload;
 
 use std::{
     io::{Read, Write},

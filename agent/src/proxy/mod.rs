@@ -21,6 +21,7 @@ use clap::Args;
 use service_runtime::{Health, MetricsRegistry, Readiness, RuntimeArgs, ServiceRuntime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use workload_identity::{CaClient, CertificateManager, IdentityArgs};
 
 use self::admin::AdminClient;
 use self::bootstrap::{BootstrapInputs, ProxyPorts, XdsMode};
@@ -50,17 +51,11 @@ pub struct ProxyArgs {
     #[arg(long, value_parser = parse_auth_policy)]
     pub control_plane_auth_policy: Option<ControlPlaneAuthPolicy>,
 
-    /// citadel's address; defaults to the discovery address, as Istio's.
-    #[arg(long, env = "CA_ADDR")]
-    pub ca_address: Option<String>,
-
-    /// The root certificate(s) to trust for citadel and pilot.
-    #[arg(long)]
-    pub ca_root_cert: Option<PathBuf>,
-
-    /// The service-account token presented to citadel.
-    #[arg(long)]
-    pub token_path: Option<PathBuf>,
+    /// The workload certificate: citadel's address, the root to trust, the
+    /// token to present, lifetime and rotation. Relative paths are under
+    /// `--root-dir`.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 
     /// Root of the agent's sockets and scratch files (`/` in a pod).
     #[arg(long, env = "TRIREME_AGENT_ROOT_DIR", default_value = "/")]
@@ -327,16 +322,28 @@ pub async fn run(mut args: ProxyArgs) -> anyhow::Result<()> {
 
     let health = Health::default();
     let envoy_ready = health.register("envoy", "Envoy not started");
+    let certificate_ready = health.register("certificate", "no workload certificate yet");
+    let mut metrics = MetricsRegistry::new(COMPONENT);
     let status_addr = SocketAddr::from(([0, 0, 0, 0], settings.ports.status));
+    let identity = under_root(&args.identity, &settings.paths.root);
+    // The manager starts asking citadel at once; until a certificate
+    // arrives the proxy is not ready, and SDS has nothing to serve.
+    let manager = CertificateManager::start(
+        identity.manager_config(settings.workload.spiffe_id()),
+        CaClient::new(identity.ca_client_config())?,
+    )?;
+    crate::sds::metrics::register(metrics.registry_mut(), manager.subscribe());
     let runtime = ServiceRuntime::start(
         COMPONENT,
         &args.runtime,
         status_addr,
-        MetricsRegistry::new(COMPONENT),
+        metrics,
         health,
         status_routes.router,
     )
     .await?;
+    certificate_ready.follow(manager.subscribe(), describe_certificate);
+    let sds = crate::sds::SdsServer::start(settings.paths.sds_socket(), manager.subscribe())?;
     let _ = status_routes.own_metrics_url.set(format!(
         "http://127.0.0.1:{}/metrics",
         runtime.admin_addr.port()
@@ -409,6 +416,8 @@ pub async fn run(mut args: ProxyArgs) -> anyhow::Result<()> {
             stop_envoy.cancel();
             let outcome = supervisor.await.context("Envoy supervisor")?;
             xds_task.abort();
+            sds.shutdown().await;
+            drop(manager);
             outcome
         })
         .await
@@ -432,6 +441,34 @@ fn write_bootstrap(settings: &ProxySettings) -> anyhow::Result<()> {
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&bootstrap)?)
         .with_context(|| format!("writing the Envoy bootstrap {}", path.display()))
+}
+
+/// Paths of the identity flags, relative ones taken under `root`.
+fn under_root(identity: &IdentityArgs, root: &std::path::Path) -> IdentityArgs {
+    let resolve = |path: &PathBuf| {
+        if path.is_relative() {
+            root.join(path)
+        } else {
+            path.clone()
+        }
+    };
+    IdentityArgs {
+        ca_root_cert: resolve(&identity.ca_root_cert),
+        token_path: resolve(&identity.token_path),
+        ..identity.clone()
+    }
+}
+
+fn describe_certificate(
+    identity: &Option<std::sync::Arc<workload_identity::WorkloadIdentity>>,
+) -> (bool, String) {
+    match identity {
+        Some(identity) => (
+            true,
+            format!("certificate {} for {}", identity.serial(), identity.spiffe_id()),
+        ),
+        None => (false, "no workload certificate from citadel yet".into()),
+    }
 }
 
 /// Envoy under the proxy uid must read its bootstrap and reach the agent's
