@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::http_client::HttpRequest;
+use crate::workload::CaFixture;
 use crate::{Process, binary, eventually, free_port, http_get, log_tail, tool};
 
 /// The ports of one agent and its Envoy.
@@ -38,6 +39,21 @@ pub struct Agent {
     log: std::path::PathBuf,
 }
 
+/// What Kubernetes mounts into an injected pod: the projected token and
+/// the `istio-ca-root-cert` ConfigMap, at Istio's paths.
+fn mount_pod_secrets(root: &Path, workload: &AgentWorkload<'_>, ca: &CaFixture) {
+    let token = root.join("var/run/secrets/tokens/istio-token");
+    let root_cert = root.join("var/run/secrets/istio/root-cert.pem");
+    for file in [&token, &root_cert] {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    }
+    let jwt = ca
+        .issuer
+        .token(workload.namespace, workload.service_account);
+    std::fs::write(token, jwt).unwrap();
+    std::fs::write(root_cert, ca.citadel.root_cert_pem()).unwrap();
+}
+
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     HttpRequest::get(path)
         .timeout(Duration::from_secs(5))
@@ -55,17 +71,20 @@ pub struct AgentWorkload<'a> {
 }
 
 impl Agent {
-    /// Starts the agent with plain-text xDS to `pilot_xds`, its files under
-    /// `root`, and `extra_args`; returns once the process is up (not ready).
+    /// Starts the agent with plain-text xDS to `pilot_xds`, certificates
+    /// from `ca`'s citadel (a token for the workload and the root mounted
+    /// under `root`, where a pod has them), and `extra_args`; returns once
+    /// the process is up (not ready).
     pub fn start(
         root: &Path,
         workload: &AgentWorkload<'_>,
         pilot_xds: SocketAddr,
+        ca: &CaFixture,
         extra_args: &[&str],
     ) -> Agent {
         let ports = AgentPorts::free();
         let log = root.join("agent.log");
-        std::fs::create_dir_all(root).unwrap();
+        mount_pod_secrets(root, workload, ca);
         let mut command = Command::new(binary("agent"));
         command
             .args(["proxy", "sidecar", "--control-plane-auth-policy", "NONE"])
@@ -93,6 +112,10 @@ impl Agent {
             .args(["--stats-port", &ports.stats.to_string()])
             .args(["--readiness-port", &ports.readiness.to_string()])
             .args(["--termination-drain-duration", "1s"])
+            .args([
+                "--ca-address",
+                &format!("localhost:{}", ca.citadel.grpc_addr.port()),
+            ])
             .args(extra_args)
             .env_remove("PROXY_CONFIG");
         let process = Process::spawn_logged("agent", command, &log);

@@ -100,15 +100,11 @@ impl Citadel {
             .args(extra_args)
             .env("TRIREME_NATS_URL", nats_url);
         let process = Process::spawn("citadel", command);
-        eventually(
-            "citadel to be ready",
-            Duration::from_secs(15),
-            || {
-                http_get(http_addr, "/healthz/ready")
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-            },
-        );
+        eventually("citadel to be ready", Duration::from_secs(15), || {
+            http_get(http_addr, "/healthz/ready")
+                .ok()
+                .filter(|(code, _)| *code == 200)
+        });
         Citadel {
             process,
             grpc_addr,

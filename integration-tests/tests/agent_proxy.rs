@@ -9,6 +9,7 @@ use std::time::Duration;
 use integration_tests::agent::{Agent, AgentWorkload};
 use integration_tests::config_dir::ConfigDir;
 use integration_tests::pilot::Pilot;
+use integration_tests::workload::CaFixture;
 use integration_tests::{eventually, http_client::HttpRequest};
 
 const CATALOG: &str = r#"
@@ -57,8 +58,9 @@ fn the_agent_runs_envoy_against_pilot_and_rides_out_a_pilot_restart() {
     config.write("catalog.yaml", CATALOG);
     let pilot = Pilot::start(config.path());
     let (xds_addr, http_addr): (SocketAddr, SocketAddr) = (pilot.xds_addr, pilot.http_addr);
+    let ca = CaFixture::start("shop", "client");
     let root = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(root.path(), &client(), xds_addr, &[]);
+    let mut agent = Agent::start(root.path(), &client(), xds_addr, &ca, &[]);
     agent.wait_ready(Duration::from_secs(30));
 
     // The bootstrap says who the proxy is, and pilot sees it in sync.
@@ -131,11 +133,13 @@ fn envoy_is_restarted_when_it_dies() {
     let config = ConfigDir::new();
     config.write("catalog.yaml", CATALOG);
     let pilot = Pilot::start(config.path());
+    let ca = CaFixture::start("shop", "client");
     let root = tempfile::tempdir().unwrap();
     let mut agent = Agent::start(
         root.path(),
         &client(),
         pilot.xds_addr,
+        &ca,
         &["--xds-mode", "sotw"],
     );
     agent.wait_ready(Duration::from_secs(30));

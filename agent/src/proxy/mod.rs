@@ -465,7 +465,11 @@ fn describe_certificate(
     match identity {
         Some(identity) => (
             true,
-            format!("certificate {} for {}", identity.serial(), identity.spiffe_id()),
+            format!(
+                "certificate {} for {}",
+                identity.serial(),
+                identity.spiffe_id()
+            ),
         ),
         None => (false, "no workload certificate from citadel yet".into()),
     }
