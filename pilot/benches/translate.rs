@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use mesh_config::parse_all;
 use pilot::model::{ConfigSet, MeshSettings, MeshSnapshot, Proxy, ProxyType};
+use pilot::translate::sidecar::inbound::{inbound_clusters, inbound_listeners};
 use pilot::translate::{clusters::outbound_clusters, routes::gateway_route_configuration};
+use pilot::xds::generator::view_key;
 use prost::Message;
 
 const SERVICES: usize = 1000;
@@ -82,6 +84,27 @@ fn gateway() -> Proxy {
     }
 }
 
+/// A sidecar at the first endpoint of service `i`, so it has service instances.
+fn sidecar(i: usize) -> Proxy {
+    let ns = format!("ns-{}", i % 50);
+    let ip = format!("10.0.{}.{}", i / 250, i % 250);
+    Proxy {
+        id: format!("sidecar~{ip}~svc-{i}-1.{ns}~{ns}.svc.cluster.local"),
+        proxy_type: ProxyType::Sidecar,
+        ip_addresses: vec![ip],
+        pod_id: format!("svc-{i}-1.{ns}"),
+        namespace: ns,
+        dns_domain: String::new(),
+        labels: BTreeMap::from([("version".to_string(), "v1".to_string())]),
+        cluster_id: String::new(),
+        service_account: String::new(),
+        workload_name: String::new(),
+        interception_mode: String::new(),
+        istio_version: String::new(),
+        mesh_id: String::new(),
+    }
+}
+
 fn measure(label: &str, mut run: impl FnMut() -> usize) {
     let mut timings = Vec::with_capacity(RUNS);
     let mut bytes = 0;
@@ -112,6 +135,25 @@ fn main() {
             .iter()
             .map(|c| c.encode_to_vec().len())
             .sum()
+    });
+    let sidecars: Vec<Proxy> = (0..SERVICES).map(sidecar).collect();
+    measure("view keys of 1000 sidecars (once per push each)", || {
+        sidecars
+            .iter()
+            .map(|proxy| view_key(&snapshot, proxy).len())
+            .sum()
+    });
+    measure("inbound LDS + CDS of one sidecar", || {
+        let listeners = inbound_listeners(&snapshot, &sidecars[0]);
+        let clusters = inbound_clusters(&snapshot, &sidecars[0]);
+        listeners
+            .iter()
+            .map(|l| l.encode_to_vec().len())
+            .sum::<usize>()
+            + clusters
+                .iter()
+                .map(|c| c.encode_to_vec().len())
+                .sum::<usize>()
     });
     measure("RDS for 1000 gateway hosts (target <= 20 ms)", || {
         gateway_route_configuration(&snapshot, &proxy, "http.80")

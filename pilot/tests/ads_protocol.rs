@@ -435,6 +435,138 @@ async fn a_malformed_node_id_is_refused_clearly() {
     );
 }
 
+const SIDECAR_NODE: &str = "sidecar~10.1.0.7~server-v1-1.server~server.svc.cluster.local";
+
+/// A ServiceEntry for `server` (HTTP on 8080 behind port 80), with the
+/// sidecar's own WorkloadEntry at 10.1.0.7 when `registered`.
+fn server_mesh(registered: bool) -> String {
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: server, namespace: server}
+spec:
+  hosts: [server.server.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  workloadSelector: {labels: {app: server}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: server-v1-2, namespace: server}
+spec: {address: 10.1.0.8, labels: {app: server, version: v1}}
+",
+    );
+    if registered {
+        yaml.push_str("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: server-v1-1, namespace: server}\nspec: {address: 10.1.0.7, labels: {app: server, version: v1}}\n");
+    }
+    yaml
+}
+
+/// The sidecar's node as Istio's agent sends it: labels and namespace in metadata.
+fn sidecar_node() -> Option<Node> {
+    use trireme_proto::envoy::pb::google::protobuf::{Struct, Value, value::Kind};
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let labels = Struct {
+        fields: [
+            ("app".to_string(), string("server")),
+            ("version".to_string(), string("v1")),
+        ]
+        .into(),
+    };
+    Some(Node {
+        id: SIDECAR_NODE.into(),
+        metadata: Some(Struct {
+            fields: [
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(Kind::StructValue(labels)),
+                    },
+                ),
+                ("NAMESPACE".to_string(), string("server")),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    })
+}
+
+fn sidecar_request(
+    resource_type: ResourceType,
+    ack_of: Option<&DiscoveryResponse>,
+) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: sidecar_node(),
+        ..request(resource_type, &[], ack_of)
+    }
+}
+
+/// The destination ports `virtualInbound` has chains for (15006 is its blackhole).
+fn inbound_ports(response: &DiscoveryResponse) -> Vec<u32> {
+    use prost::Message;
+    use trireme_proto::envoy::pb::envoy::config::listener::v3::Listener;
+    let listener = response
+        .resources
+        .iter()
+        .map(|any| Listener::decode(any.value.as_slice()).unwrap())
+        .find(|l| l.name == "virtualInbound")
+        .expect("a virtualInbound listener");
+    let mut ports: Vec<u32> = listener
+        .filter_chains
+        .iter()
+        .filter_map(|c| c.filter_chain_match.as_ref()?.destination_port.as_ref())
+        .map(|p| p.value)
+        .filter(|p| *p != 15006)
+        .collect();
+    ports.dedup();
+    ports
+}
+
+#[tokio::test]
+async fn a_sidecar_gets_virtual_inbound_with_a_chain_per_workload_port() {
+    let mut harness = Harness::start(&server_mesh(true)).await;
+    let (requests, mut responses) = harness
+        .sotw(sidecar_request(ResourceType::Cluster, None))
+        .await;
+    let clusters = next(&mut responses).await;
+    assert!(cluster_names(&clusters).contains(&"inbound|8080||".to_string()));
+    requests
+        .send(sidecar_request(ResourceType::Cluster, Some(&clusters)))
+        .await
+        .unwrap();
+    requests
+        .send(sidecar_request(ResourceType::Listener, None))
+        .await
+        .unwrap();
+    let listeners = next(&mut responses).await;
+    assert_eq!(listeners.type_url, ResourceType::Listener.type_url());
+    assert_eq!(inbound_ports(&listeners), [8080]);
+}
+
+#[tokio::test]
+async fn a_workload_entry_for_a_connected_sidecar_opens_its_port() {
+    let mut harness = Harness::start(&server_mesh(false)).await;
+    let (requests, mut responses) = harness
+        .sotw(sidecar_request(ResourceType::Listener, None))
+        .await;
+    let before = next(&mut responses).await;
+    assert!(inbound_ports(&before).is_empty(), "not an instance yet");
+    requests
+        .send(sidecar_request(ResourceType::Listener, Some(&before)))
+        .await
+        .unwrap();
+    nothing_more(&mut responses).await;
+
+    // Only endpoints changed, yet they made this proxy a service instance.
+    harness.publish(&server_mesh(true));
+    let after = next(&mut responses).await;
+    assert_eq!(after.type_url, ResourceType::Listener.type_url());
+    assert_eq!(inbound_ports(&after), [8080]);
+}
+
 async fn next_status(mut responses: tonic::Streaming<DiscoveryResponse>) -> tonic::Status {
     tokio::time::timeout(Duration::from_secs(5), responses.next())
         .await

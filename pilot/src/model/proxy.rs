@@ -29,6 +29,18 @@ impl ProxyType {
     }
 }
 
+/// How inbound traffic reaches the proxy (node metadata `INTERCEPTION_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterceptionMode {
+    /// iptables REDIRECT to 15006 (Istio's default): the original destination
+    /// is read back with `SO_ORIGINAL_DST`.
+    Redirect,
+    /// iptables TPROXY: like REDIRECT, but the listener must be transparent.
+    Tproxy,
+    /// No capture (no root needed): Envoy listens on explicit ports.
+    None,
+}
+
 /// A proxy as pilot sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Proxy {
@@ -85,6 +97,12 @@ impl Proxy {
             return Err(malformed("the pod part is empty"));
         }
         let metadata = Metadata(node.metadata.as_ref());
+        // The agent lists every pod IP in INSTANCE_IPS; the node id carries one.
+        let ip_addresses = metadata
+            .string("INSTANCE_IPS")
+            .map(|ips| split_ips(&ips))
+            .filter(|ips| !ips.is_empty())
+            .unwrap_or_else(|| split_ips(ips));
         let namespace = metadata
             .string("NAMESPACE")
             .or_else(|| pod_id.split_once('.').map(|(_, ns)| ns.to_string()))
@@ -93,7 +111,7 @@ impl Proxy {
         Ok(Proxy {
             id: node.id.clone(),
             proxy_type,
-            ip_addresses: ips.split(',').map(str::to_string).collect(),
+            ip_addresses,
             pod_id: pod_id.to_string(),
             namespace,
             dns_domain: dns_domain.to_string(),
@@ -106,6 +124,25 @@ impl Proxy {
             mesh_id: metadata.string("MESH_ID").unwrap_or_default(),
         })
     }
+}
+
+impl Proxy {
+    /// The interception mode; unset or unknown values mean REDIRECT, as in Istio.
+    pub fn interception(&self) -> InterceptionMode {
+        match self.interception_mode.to_ascii_uppercase().as_str() {
+            "NONE" => InterceptionMode::None,
+            "TPROXY" => InterceptionMode::Tproxy,
+            _ => InterceptionMode::Redirect,
+        }
+    }
+}
+
+fn split_ips(ips: &str) -> Vec<String> {
+    ips.split(',')
+        .map(str::trim)
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Typed reads from node metadata; a key of the wrong type counts as absent.
@@ -190,6 +227,24 @@ mod tests {
             vec![("NAMESPACE", string("ns2"))],
         );
         assert_eq!(Proxy::from_node(Some(&node)).unwrap().namespace, "ns2");
+    }
+
+    #[test]
+    fn instance_ips_list_every_address_of_the_pod() {
+        let with_ips = node(
+            "sidecar~10.0.0.6~app.ns1~ns1.svc.cluster.local",
+            vec![
+                ("INSTANCE_IPS", string("10.0.0.6,fd00::6")),
+                ("INTERCEPTION_MODE", string("NONE")),
+            ],
+        );
+        let proxy = Proxy::from_node(Some(&with_ips)).unwrap();
+        assert_eq!(proxy.ip_addresses, vec!["10.0.0.6", "fd00::6"]);
+        assert_eq!(proxy.interception(), InterceptionMode::None);
+        let plain = node("sidecar~10.0.0.6~app.ns1~ns1.svc.cluster.local", vec![]);
+        let plain = Proxy::from_node(Some(&plain)).unwrap();
+        assert_eq!(plain.ip_addresses, vec!["10.0.0.6"]);
+        assert_eq!(plain.interception(), InterceptionMode::Redirect);
     }
 
     #[test]

@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mesh_config::networking::{
-    DestinationRule, Gateway, ServiceEntry, VirtualService, WorkloadEntry,
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
+use mesh_config::security::PeerAuthentication;
 use mesh_config::{AnyResource, Resource};
 
+use super::instances::InstanceIndex;
+use super::peer_authentication::PeerAuthenticationIndex;
+use super::sidecar_scope::SidecarIndex;
 use super::{Endpoint, Proxy, Service};
 
 /// Mesh-wide settings (Istio's MeshConfig subset pilot needs so far).
@@ -39,6 +43,8 @@ pub struct ConfigSet {
     pub gateways: Vec<Resource<Gateway>>,
     pub service_entries: Vec<Resource<ServiceEntry>>,
     pub workload_entries: Vec<Resource<WorkloadEntry>>,
+    pub sidecars: Vec<Resource<Sidecar>>,
+    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     /// Kinds pilot keeps (for `/debug/configz`) but does not translate yet.
     pub other: Vec<AnyResource>,
 }
@@ -58,6 +64,10 @@ impl ConfigSet {
                 AnyResource::Gateway(r) => set.gateways.push(with_namespace(*r)),
                 AnyResource::ServiceEntry(r) => set.service_entries.push(with_namespace(*r)),
                 AnyResource::WorkloadEntry(r) => set.workload_entries.push(with_namespace(*r)),
+                AnyResource::Sidecar(r) => set.sidecars.push(with_namespace(*r)),
+                AnyResource::PeerAuthentication(r) => {
+                    set.peer_authentications.push(with_namespace(*r))
+                }
                 other => set.other.push(other),
             }
         }
@@ -66,6 +76,8 @@ impl ConfigSet {
         sort_by_key(&mut set.gateways);
         sort_by_key(&mut set.service_entries);
         sort_by_key(&mut set.workload_entries);
+        sort_by_key(&mut set.sidecars);
+        sort_by_key(&mut set.peer_authentications);
         set
     }
 
@@ -75,6 +87,8 @@ impl ConfigSet {
             + self.gateways.len()
             + self.service_entries.len()
             + self.workload_entries.len()
+            + self.sidecars.len()
+            + self.peer_authentications.len()
             + self.other.len()
     }
 
@@ -114,12 +128,17 @@ pub struct MeshSnapshot {
     pub config: Arc<ConfigSet>,
     /// Services by host name.
     pub services: BTreeMap<String, Service>,
-    /// Endpoints by service host name.
+    /// Endpoints by service host name. The indexes below are built from them
+    /// in [`MeshSnapshot::from_config`]; a snapshot is never edited after.
     pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
     /// Positions in `config.destination_rules` of the rules for each exact
     /// (qualified) host, and of the wildcard rules: lookups happen once per
     /// cluster, so they must not scan every rule.
     destination_rule_index: Arc<DestinationRuleIndex>,
+    /// Endpoints by address, to find a proxy's own service instances.
+    instance_index: Arc<InstanceIndex>,
+    sidecar_index: Arc<SidecarIndex>,
+    peer_authentication_index: Arc<PeerAuthenticationIndex>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -152,6 +171,18 @@ fn qualify(host: &str, namespace: &str, domain_suffix: &str) -> String {
 }
 
 impl MeshSnapshot {
+    pub(crate) fn instance_index(&self) -> &InstanceIndex {
+        &self.instance_index
+    }
+
+    pub(crate) fn sidecar_index(&self) -> &SidecarIndex {
+        &self.sidecar_index
+    }
+
+    pub(crate) fn peer_authentication_index(&self) -> &PeerAuthenticationIndex {
+        &self.peer_authentication_index
+    }
+
     pub fn service(&self, hostname: &str) -> Option<&Service> {
         self.services.get(hostname)
     }
@@ -283,15 +314,22 @@ impl MeshSnapshot {
             &config,
             &settings.domain_suffix,
         ));
+        let endpoints: BTreeMap<String, Arc<Vec<Endpoint>>> = endpoints
+            .into_iter()
+            .map(|(host, eps)| (host, Arc::new(eps)))
+            .collect();
         MeshSnapshot {
             destination_rule_index,
+            instance_index: Arc::new(InstanceIndex::build(&endpoints)),
+            sidecar_index: Arc::new(SidecarIndex::build(&config.sidecars)),
+            peer_authentication_index: Arc::new(PeerAuthenticationIndex::build(
+                &config.peer_authentications,
+                &settings.root_namespace,
+            )),
             settings,
             config: Arc::new(config),
             services,
-            endpoints: endpoints
-                .into_iter()
-                .map(|(host, eps)| (host, Arc::new(eps)))
-                .collect(),
+            endpoints,
         }
     }
 }

@@ -8,4 +8,5 @@ pub mod http_route;
 pub mod listeners;
 pub mod names;
 pub mod routes;
+pub mod sidecar;
 pub mod traffic_policy;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::generator::{EncodedResource, Subscription, generate};
+use super::generator::{EncodedResource, Subscription, generate_for_view, view_key};
 use super::metrics::XdsMetrics;
 use super::push_context::{PushContext, PushTrigger};
 use super::resource_type::ResourceType;
@@ -90,6 +90,10 @@ pub struct Connection {
     pub proxy: Proxy,
     pub types: HashMap<ResourceType, TypeState>,
     pub shared: StreamShared,
+    /// The proxy's view key at the last push context it followed.
+    followed_view: Option<String>,
+    /// The view key under one push context (by version), worked out once.
+    view: Option<(u64, String)>,
     nonce_counter: u64,
     connection_id: u64,
 }
@@ -103,6 +107,8 @@ impl Connection {
             proxy,
             types: HashMap::new(),
             shared,
+            followed_view: None,
+            view: None,
             nonce_counter: 0,
             connection_id,
         }
@@ -190,9 +196,16 @@ impl Connection {
             state.dirty = true;
             return None;
         }
+        let view = view_under(&mut self.view, &self.proxy, context);
         Some(PushPlan {
             must_answer: must_answer || state.force_resend,
-            resources: generate(context, &self.proxy, resource_type, &state.subscription),
+            resources: generate_for_view(
+                context,
+                &self.proxy,
+                view,
+                resource_type,
+                &state.subscription,
+            ),
         })
     }
 
@@ -251,13 +264,19 @@ impl Connection {
 
     /// Which subscribed types a new push context may change for this proxy:
     /// every type on a config change, only EDS of affected clusters on an
-    /// endpoint change.
-    pub fn types_affected_by(&self, context: &PushContext) -> Vec<ResourceType> {
+    /// endpoint change -- unless the endpoint change changed the proxy's own
+    /// view (a WorkloadEntry with a sidecar's IP came or went, so its inbound
+    /// ports did), which regenerates every type for it.
+    pub fn types_affected_by(&mut self, context: &PushContext) -> Vec<ResourceType> {
+        let view = view_under(&mut self.view, &self.proxy, context).to_string();
+        let view_changed = self.followed_view.as_ref() != Some(&view);
+        self.followed_view = Some(view);
         ResourceType::PUSH_ORDER
             .into_iter()
             .filter(|t| self.types.contains_key(t))
             .filter(|t| match &context.trigger {
                 PushTrigger::Initial | PushTrigger::Config => true,
+                PushTrigger::Endpoints(_) if view_changed => true,
                 PushTrigger::Endpoints(hosts) => {
                     *t == ResourceType::Endpoint && self.watches_any_host(hosts)
                 }
@@ -286,6 +305,26 @@ impl Drop for Connection {
         self.shared.metrics.connected.dec();
         tracing::info!(proxy = %self.proxy.id, "proxy disconnected");
     }
+}
+
+/// The proxy's view key under `context`, from `cache` when it was worked out
+/// for this push context already: a sidecar's key depends on the snapshot,
+/// and every resource type of a push asks for it.
+fn view_under<'a>(
+    cache: &'a mut Option<(u64, String)>,
+    proxy: &Proxy,
+    context: &PushContext,
+) -> &'a str {
+    let fresh = cache
+        .as_ref()
+        .is_some_and(|(version, _)| *version == context.version);
+    if !fresh {
+        *cache = Some((context.version, view_key(&context.snapshot, proxy)));
+    }
+    cache
+        .as_ref()
+        .map(|(_, key)| key.as_str())
+        .unwrap_or_default()
 }
 
 /// The newest push context, for code that holds a watch receiver.

@@ -5,13 +5,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use prost::{Message, Name};
+use trireme_proto::envoy::pb::envoy::config::cluster::v3::Cluster;
 use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use trireme_proto::envoy::pb::envoy::config::route::v3::RouteConfiguration;
 use trireme_proto::envoy::pb::google::protobuf::Any;
 
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
-use crate::model::{Proxy, ProxyType};
+use crate::model::{MeshSnapshot, Proxy, ProxyType};
 use crate::translate;
 
 /// A generated resource, encoded once.
@@ -64,18 +65,25 @@ pub enum Subscription {
 
 /// What a proxy's generated config depends on besides the push context. Proxies
 /// with equal views get the very same resources.
-pub fn view_key(proxy: &Proxy) -> String {
+pub fn view_key(snapshot: &MeshSnapshot, proxy: &Proxy) -> String {
     let labels: Vec<String> = proxy
         .labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    format!(
+    let mut key = format!(
         "{}|{}|{}",
         proxy.proxy_type.as_str(),
         proxy.namespace,
         labels.join(",")
-    )
+    );
+    // A sidecar's inbound side also depends on its own workload (ports,
+    // interception mode, addresses), which the snapshot tells.
+    if proxy.proxy_type == ProxyType::Sidecar {
+        key.push('|');
+        key.push_str(&translate::sidecar::inbound::view_key(snapshot, proxy));
+    }
+    key
 }
 
 /// The resources of `resource_type` this proxy should have, for its subscription.
@@ -85,13 +93,25 @@ pub fn generate(
     resource_type: ResourceType,
     subscription: &Subscription,
 ) -> Vec<Arc<EncodedResource>> {
+    let view = view_key(&context.snapshot, proxy);
+    generate_for_view(context, proxy, &view, resource_type, subscription)
+}
+
+/// [`generate`] for a proxy whose [`view_key`] under `context` is known: a
+/// stream works it out once per push context, not once per resource type.
+pub fn generate_for_view(
+    context: &PushContext,
+    proxy: &Proxy,
+    view: &str,
+    resource_type: ResourceType,
+    subscription: &Subscription,
+) -> Vec<Arc<EncodedResource>> {
     match (resource_type, subscription) {
         (ResourceType::Cluster | ResourceType::Listener, _) => {
-            cached_view(context, proxy, resource_type, "", || match resource_type {
-                ResourceType::Cluster => encode_all(
-                    translate::clusters::outbound_clusters(&context.snapshot, proxy),
-                    |c| c.name.clone(),
-                ),
+            cached_view(context, view, resource_type, "", || match resource_type {
+                ResourceType::Cluster => {
+                    encode_all(clusters_for(context, proxy), |c| c.name.clone())
+                }
                 _ => encode_all(listeners_for(context, proxy), |l| l.name.clone()),
             })
             .to_vec()
@@ -99,7 +119,7 @@ pub fn generate(
         (ResourceType::Route, Subscription::Names(names)) => names
             .iter()
             .flat_map(|name| {
-                cached_view(context, proxy, ResourceType::Route, name, || {
+                cached_view(context, view, ResourceType::Route, name, || {
                     let routes = translate::routes::gateway_route_configuration(
                         &context.snapshot,
                         proxy,
@@ -127,12 +147,22 @@ fn listeners_for(
     context: &PushContext,
     proxy: &Proxy,
 ) -> Vec<trireme_proto::envoy::pb::envoy::config::listener::v3::Listener> {
+    let snapshot = &context.snapshot;
     match proxy.proxy_type {
-        ProxyType::Router => translate::listeners::gateway_listeners(&context.snapshot, proxy),
-        // Sidecar listeners come with traffic capture; until then a sidecar
-        // gets clusters and endpoints only.
-        ProxyType::Sidecar => Vec::new(),
+        ProxyType::Router => translate::listeners::gateway_listeners(snapshot, proxy),
+        ProxyType::Sidecar => translate::sidecar::inbound::inbound_listeners(snapshot, proxy),
     }
+}
+
+fn clusters_for(context: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
+    let snapshot = &context.snapshot;
+    let mut clusters = translate::clusters::outbound_clusters(snapshot, proxy);
+    if proxy.proxy_type == ProxyType::Sidecar {
+        clusters.extend(translate::sidecar::inbound::inbound_clusters(
+            snapshot, proxy,
+        ));
+    }
+    clusters
 }
 
 fn encode_all<M: Message + Name>(
@@ -147,12 +177,12 @@ fn encode_all<M: Message + Name>(
 
 fn cached_view(
     context: &PushContext,
-    proxy: &Proxy,
+    view: &str,
     resource_type: ResourceType,
     name: &str,
     build: impl FnOnce() -> Vec<Arc<EncodedResource>>,
 ) -> Arc<Vec<Arc<EncodedResource>>> {
-    let key = (resource_type, view_key(proxy), name.to_string());
+    let key = (resource_type, view.to_string(), name.to_string());
     if let Some(hit) = lock(&context.view_cache).get(&key) {
         return hit.clone();
     }

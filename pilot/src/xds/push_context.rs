@@ -108,6 +108,8 @@ fn classify_change(old: &MeshSnapshot, new: &MeshSnapshot) -> PushTrigger {
         && old.config.destination_rules == new.config.destination_rules
         && old.config.gateways == new.config.gateways
         && old.config.service_entries == new.config.service_entries
+        && old.config.sidecars == new.config.sidecars
+        && old.config.peer_authentications == new.config.peer_authentications
         && old.config.other == new.config.other;
     if !config_same {
         return PushTrigger::Config;
