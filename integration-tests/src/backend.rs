@@ -111,7 +111,13 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend called `name` on a free loopback port.
     pub fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        Self::start_on(name, ([127, 0, 0, 1], 0).into())
+    }
+
+    /// Starts a backend on `addr`, e.g. a workload's own loopback address.
+    pub fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("binding {addr} for backend {name}: {e}"));
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");

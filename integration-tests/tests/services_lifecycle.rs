@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{NatsServer, Process, binary, eventually, free_port, http_get};
+use integration_tests::{NatsServer, Process, binary, eventually, free_port, http_get, tool};
 use nix::sys::signal::Signal;
 
 /// Services whose readiness depends on the bus.
@@ -70,9 +70,26 @@ fn start_service(name: &str, nats_url: &str) -> (Process, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = Command::new(binary(name));
     if name == "agent" {
+        // Every port and file of its own; pilot and citadel unreachable, so
+        // Envoy runs without config and the proxy is never ready.
+        let root = std::env::temp_dir().join(format!("trireme-agent-{}", free_port()));
         command
-            .arg("proxy")
-            .env("TRIREME_STATUS_ADDR", addr.to_string());
+            .args(["proxy", "sidecar", "--control-plane-auth-policy", "NONE"])
+            .args([
+                "--discovery-address",
+                "127.0.0.1:1",
+                "--ca-address",
+                "127.0.0.1:1",
+            ])
+            .args(["--status-port", &addr.port().to_string()])
+            .args(["--admin-port", &free_port().to_string()])
+            .args(["--stats-port", &free_port().to_string()])
+            .args(["--readiness-port", &free_port().to_string()])
+            .args(["--termination-drain-duration", "1s"])
+            .arg("--root-dir")
+            .arg(root)
+            .arg("--envoy-bin")
+            .arg(tool("ENVOY_BIN", "envoy"));
     } else {
         command.env("TRIREME_HTTP_ADDR", addr.to_string());
     }
