@@ -105,6 +105,7 @@ async fn configz(State(state): State<DebugState>) -> Json<Value> {
         "gateways": config.gateways,
         "serviceEntries": config.service_entries,
         "workloadEntries": config.workload_entries,
+        "sidecars": config.sidecars,
         "other": config.other,
     }))
 }

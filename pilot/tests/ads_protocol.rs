@@ -21,6 +21,7 @@ use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
 use trireme_proto::envoy::pb::google::rpc::Status as RpcStatus;
 
 const GATEWAY_NODE: &str = "router~10.1.0.1~gw-1.istio-system~istio-system.svc.cluster.local";
+const SIDECAR_NODE: &str = "sidecar~10.1.0.5~client-1.client~client.svc.cluster.local";
 
 fn mesh(extra_endpoint: bool, with_ratings: bool) -> String {
     let mut yaml = String::from(
@@ -177,6 +178,49 @@ fn node(id: &str) -> Option<Node> {
     })
 }
 
+/// A sidecar's node as Istio's agent sends it: labels, namespace and
+/// interception mode in the metadata.
+fn sidecar_node(interception_mode: &str) -> Option<Node> {
+    use trireme_proto::envoy::pb::google::protobuf::{Struct, Value, value::Kind};
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let labels = Struct {
+        fields: [("app".to_string(), string("client"))].into(),
+    };
+    let metadata = Struct {
+        fields: [
+            (
+                "LABELS".to_string(),
+                Value {
+                    kind: Some(Kind::StructValue(labels)),
+                },
+            ),
+            ("NAMESPACE".to_string(), string("client")),
+            ("INTERCEPTION_MODE".to_string(), string(interception_mode)),
+        ]
+        .into(),
+    };
+    Some(Node {
+        id: SIDECAR_NODE.into(),
+        metadata: Some(metadata),
+        ..Default::default()
+    })
+}
+
+fn sidecar_request(
+    node: Option<Node>,
+    resource_type: ResourceType,
+    names: &[&str],
+) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node,
+        type_url: resource_type.type_url().into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 fn request(
     resource_type: ResourceType,
     names: &[&str],
@@ -215,6 +259,16 @@ fn cluster_names(response: &DiscoveryResponse) -> Vec<String> {
         .resources
         .iter()
         .map(|any| Cluster::decode(any.value.as_slice()).unwrap().name)
+        .collect()
+}
+
+fn listener_names(response: &DiscoveryResponse) -> Vec<String> {
+    use prost::Message;
+    use trireme_proto::envoy::pb::envoy::config::listener::v3::Listener;
+    response
+        .resources
+        .iter()
+        .map(|any| Listener::decode(any.value.as_slice()).unwrap().name)
         .collect()
 }
 
@@ -441,4 +495,56 @@ async fn next_status(mut responses: tonic::Streaming<DiscoveryResponse>) -> toni
         .expect("an answer within 5 s")
         .expect("the stream carries the error")
         .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_sidecar_gets_its_outbound_listeners_and_routes_by_port() {
+    use prost::Message;
+    use trireme_proto::envoy::pb::envoy::config::route::v3::RouteConfiguration;
+
+    let mut harness = Harness::start(&mesh(false, true)).await;
+    let (requests, mut responses) = harness
+        .sotw(sidecar_request(
+            sidecar_node("REDIRECT"),
+            ResourceType::Listener,
+            &[],
+        ))
+        .await;
+    let listeners = next(&mut responses).await;
+    assert_eq!(
+        listener_names(&listeners),
+        ["virtualOutbound", "0.0.0.0_9080"]
+    );
+    requests
+        .send(sidecar_request(None, ResourceType::Route, &["9080"]))
+        .await
+        .unwrap();
+    let routes = next(&mut responses).await;
+    assert_eq!(routes.type_url, ResourceType::Route.type_url());
+    let config = RouteConfiguration::decode(routes.resources[0].value.as_slice()).unwrap();
+    let hosts: Vec<&str> = config
+        .virtual_hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "ratings.default.svc.cluster.local:9080",
+            "reviews.default.svc.cluster.local:9080",
+            "allow_any"
+        ]
+    );
+
+    // The same workload without traffic capture is another view: its
+    // listeners bind localhost and there is no virtual listener.
+    let (_requests, mut responses) = harness
+        .sotw(sidecar_request(
+            sidecar_node("NONE"),
+            ResourceType::Listener,
+            &[],
+        ))
+        .await;
+    let listeners = next(&mut responses).await;
+    assert_eq!(listener_names(&listeners), ["127.0.0.1_9080"]);
 }

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use mesh_config::networking::sidecar::Mode as OutboundMode;
 use mesh_config::networking::{
-    DestinationRule, Gateway, ServiceEntry, VirtualService, WorkloadEntry,
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
 use mesh_config::{AnyResource, Resource};
 
-use super::{Endpoint, Proxy, Service};
+use super::{Endpoint, Proxy, Service, scope};
 
 /// Mesh-wide settings (Istio's MeshConfig subset pilot needs so far).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,9 @@ pub struct MeshSettings {
     /// `cluster.local` unless configured.
     pub domain_suffix: String,
     pub trust_domain: String,
+    /// What sidecars do with traffic to destinations outside the registry
+    /// unless their Sidecar says otherwise (`outboundTrafficPolicy.mode`).
+    pub outbound_traffic_policy: OutboundMode,
 }
 
 impl Default for MeshSettings {
@@ -27,6 +31,7 @@ impl Default for MeshSettings {
             root_namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
+            outbound_traffic_policy: OutboundMode::AllowAny,
         }
     }
 }
@@ -39,6 +44,7 @@ pub struct ConfigSet {
     pub gateways: Vec<Resource<Gateway>>,
     pub service_entries: Vec<Resource<ServiceEntry>>,
     pub workload_entries: Vec<Resource<WorkloadEntry>>,
+    pub sidecars: Vec<Resource<Sidecar>>,
     /// Kinds pilot keeps (for `/debug/configz`) but does not translate yet.
     pub other: Vec<AnyResource>,
 }
@@ -58,6 +64,7 @@ impl ConfigSet {
                 AnyResource::Gateway(r) => set.gateways.push(with_namespace(*r)),
                 AnyResource::ServiceEntry(r) => set.service_entries.push(with_namespace(*r)),
                 AnyResource::WorkloadEntry(r) => set.workload_entries.push(with_namespace(*r)),
+                AnyResource::Sidecar(r) => set.sidecars.push(with_namespace(*r)),
                 other => set.other.push(other),
             }
         }
@@ -66,6 +73,7 @@ impl ConfigSet {
         sort_by_key(&mut set.gateways);
         sort_by_key(&mut set.service_entries);
         sort_by_key(&mut set.workload_entries);
+        sort_by_key(&mut set.sidecars);
         set
     }
 
@@ -75,6 +83,7 @@ impl ConfigSet {
             + self.gateways.len()
             + self.service_entries.len()
             + self.workload_entries.len()
+            + self.sidecars.len()
             + self.other.len()
     }
 
@@ -171,7 +180,8 @@ impl MeshSnapshot {
 
     /// The DestinationRule that applies to `hostname` for a proxy in
     /// `proxy_namespace`: the proxy's namespace first, then the service's,
-    /// then the root namespace; an exact host beats a wildcard.
+    /// then the root namespace; an exact host beats a wildcard. Rules not
+    /// exported to the proxy's namespace are not seen.
     pub fn destination_rule(
         &self,
         hostname: &str,
@@ -186,11 +196,10 @@ impl MeshSnapshot {
         let rules = &self.config.destination_rules;
         let exact = self.destination_rule_index.by_host.get(hostname);
         for namespace in namespaces.into_iter().flatten() {
-            let found = exact
-                .into_iter()
-                .flatten()
-                .map(|&i| &rules[i])
-                .find(|dr| namespace_of(dr) == namespace);
+            let found = exact.into_iter().flatten().map(|&i| &rules[i]).find(|dr| {
+                namespace_of(dr) == namespace
+                    && scope::destination_rule_visible(dr, proxy_namespace)
+            });
             if found.is_some() {
                 return found;
             }
@@ -200,6 +209,7 @@ impl MeshSnapshot {
                 .iter()
                 .map(|&i| &rules[i])
                 .filter(|dr| namespace_of(dr) == namespace)
+                .filter(|dr| scope::destination_rule_visible(dr, proxy_namespace))
                 .filter(|dr| host_matches(&dr.spec.host, hostname))
                 .max_by_key(|dr| dr.spec.host.len());
             if wildcard.is_some() {
@@ -249,6 +259,9 @@ impl MeshSnapshot {
             .collect()
     }
 }
+
+/// Istio's reserved gateway name for the sidecars of the mesh.
+pub const MESH_GATEWAY: &str = "mesh";
 
 /// Whether a VirtualService's `gateways` entry names `namespace/name`.
 pub fn gateway_reference_matches(

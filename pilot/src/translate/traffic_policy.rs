@@ -55,7 +55,9 @@ use trireme_proto::envoy::pb::google::protobuf::{
 
 use crate::model::MeshSnapshot;
 
-pub use tls::{TlsTarget, upstream_tls_context};
+pub use tls::{
+    AutoMtls, EncodedIstioMutual, TRANSPORT_SOCKET_MATCH_METADATA, TlsTarget, upstream_tls_context,
+};
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
