@@ -1,14 +1,16 @@
 //! Translation speed against DESIGN.md's targets: CDS for 1000 services
 //! (target <= 2 ms; istiod 3.5 ms) and RDS for 1000 gateway hosts (target
-//! <= 20 ms; istiod 43 ms). Prints median and p99 over repeated runs; no
+//! <= 20 ms; istiod 43 ms), plus a sidecar's outbound scope, LDS and RDS for
+//! the same services. Prints median and p99 over repeated runs; no
 //! assertions (the machines are noisy).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mesh_config::parse_all;
-use pilot::model::{ConfigSet, MeshSettings, MeshSnapshot, Proxy, ProxyType};
+use pilot::model::{ConfigSet, MeshSettings, MeshSnapshot, Proxy, ProxyScope, ProxyType};
 use pilot::translate::sidecar::inbound::{inbound_clusters, inbound_listeners};
+use pilot::translate::sidecar::outbound;
 use pilot::translate::{clusters::outbound_clusters, routes::gateway_route_configuration};
 use pilot::xds::generator::view_key;
 use prost::Message;
@@ -105,6 +107,19 @@ fn sidecar(i: usize) -> Proxy {
     }
 }
 
+/// A sidecar with no service instances, for the outbound side.
+fn outbound_sidecar() -> Proxy {
+    Proxy {
+        id: "sidecar~10.2.0.1~app-1.ns-0~ns-0.svc.cluster.local".into(),
+        proxy_type: ProxyType::Sidecar,
+        ip_addresses: vec!["10.2.0.1".into()],
+        pod_id: "app-1.ns-0".into(),
+        namespace: "ns-0".into(),
+        labels: BTreeMap::from([("app".to_string(), "app".to_string())]),
+        ..gateway()
+    }
+}
+
 fn measure(label: &str, mut run: impl FnMut() -> usize) {
     let mut timings = Vec::with_capacity(RUNS);
     let mut bytes = 0;
@@ -157,6 +172,30 @@ fn main() {
     });
     measure("RDS for 1000 gateway hosts (target <= 20 ms)", || {
         gateway_route_configuration(&snapshot, &proxy, "http.80")
+            .map(|r| r.encode_to_vec().len())
+            .unwrap_or(0)
+    });
+    let sidecar = outbound_sidecar();
+    measure("sidecar scope for 1000 services", || {
+        ProxyScope::new(&snapshot, &sidecar)
+            .services(&snapshot)
+            .count()
+    });
+    let scope = ProxyScope::new(&snapshot, &sidecar);
+    measure("sidecar CDS for 1000 services (auto mTLS)", || {
+        outbound::clusters(&snapshot, &sidecar, &scope)
+            .iter()
+            .map(|c| c.encode_to_vec().len())
+            .sum()
+    });
+    measure("sidecar LDS for 1000 services", || {
+        outbound::listeners(&snapshot, &sidecar, &scope)
+            .iter()
+            .map(|l| l.encode_to_vec().len())
+            .sum()
+    });
+    measure("sidecar RDS `80` for 1000 services", || {
+        outbound::route_configuration(&snapshot, &sidecar, &scope, "80")
             .map(|r| r.encode_to_vec().len())
             .unwrap_or(0)
     });

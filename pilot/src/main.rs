@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use mesh_config::networking::sidecar::Mode as OutboundMode;
 use pilot::config_source::DirectorySource;
 use pilot::config_source::directory::POLL_INTERVAL;
 use pilot::model::{ConfigSet, MeshSettings};
@@ -48,8 +49,22 @@ struct Args {
     #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     debounce_max: Duration,
 
+    /// What sidecars do with traffic for destinations outside the registry
+    /// unless their Sidecar says otherwise (Istio's mesh
+    /// `outboundTrafficPolicy.mode`): ALLOW_ANY or REGISTRY_ONLY.
+    #[arg(long, env = "TRIREME_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY", value_parser = parse_outbound_mode)]
+    outbound_traffic_policy: OutboundMode,
+
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+fn parse_outbound_mode(mode: &str) -> Result<OutboundMode, String> {
+    match mode.to_ascii_uppercase().as_str() {
+        "ALLOW_ANY" => Ok(OutboundMode::AllowAny),
+        "REGISTRY_ONLY" => Ok(OutboundMode::RegistryOnly),
+        _ => Err(format!("{mode:?} is not ALLOW_ANY or REGISTRY_ONLY")),
+    }
 }
 
 #[tokio::main]
@@ -88,10 +103,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         after: args.debounce_after,
         max: args.debounce_max,
     };
+    let settings = MeshSettings {
+        outbound_traffic_policy: args.outbound_traffic_policy,
+        ..MeshSettings::default()
+    };
+    tracing::info!(outbound_traffic_policy = ?settings.outbound_traffic_policy, "mesh settings");
     tokio::spawn(debounce::run(
         update_receiver,
         publisher,
-        MeshSettings::default(),
+        settings,
         debounce,
         metrics.clone(),
         shutdown.token(),

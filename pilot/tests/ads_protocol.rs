@@ -21,6 +21,7 @@ use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
 use trireme_proto::envoy::pb::google::rpc::Status as RpcStatus;
 
 const GATEWAY_NODE: &str = "router~10.1.0.1~gw-1.istio-system~istio-system.svc.cluster.local";
+const SIDECAR_NODE: &str = "sidecar~10.1.0.5~client-1.client~client.svc.cluster.local";
 
 fn mesh(extra_endpoint: bool, with_ratings: bool) -> String {
     let mut yaml = String::from(
@@ -177,6 +178,49 @@ fn node(id: &str) -> Option<Node> {
     })
 }
 
+/// A sidecar's node as Istio's agent sends it: labels, namespace and
+/// interception mode in the metadata.
+fn sidecar_node(interception_mode: &str) -> Option<Node> {
+    use trireme_proto::envoy::pb::google::protobuf::{Struct, Value, value::Kind};
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let labels = Struct {
+        fields: [("app".to_string(), string("client"))].into(),
+    };
+    let metadata = Struct {
+        fields: [
+            (
+                "LABELS".to_string(),
+                Value {
+                    kind: Some(Kind::StructValue(labels)),
+                },
+            ),
+            ("NAMESPACE".to_string(), string("client")),
+            ("INTERCEPTION_MODE".to_string(), string(interception_mode)),
+        ]
+        .into(),
+    };
+    Some(Node {
+        id: SIDECAR_NODE.into(),
+        metadata: Some(metadata),
+        ..Default::default()
+    })
+}
+
+fn sidecar_request(
+    node: Option<Node>,
+    resource_type: ResourceType,
+    names: &[&str],
+) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node,
+        type_url: resource_type.type_url().into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 fn request(
     resource_type: ResourceType,
     names: &[&str],
@@ -215,6 +259,16 @@ fn cluster_names(response: &DiscoveryResponse) -> Vec<String> {
         .resources
         .iter()
         .map(|any| Cluster::decode(any.value.as_slice()).unwrap().name)
+        .collect()
+}
+
+fn listener_names(response: &DiscoveryResponse) -> Vec<String> {
+    use prost::Message;
+    use trireme_proto::envoy::pb::envoy::config::listener::v3::Listener;
+    response
+        .resources
+        .iter()
+        .map(|any| Listener::decode(any.value.as_slice()).unwrap().name)
         .collect()
 }
 
@@ -435,7 +489,7 @@ async fn a_malformed_node_id_is_refused_clearly() {
     );
 }
 
-const SIDECAR_NODE: &str = "sidecar~10.1.0.7~server-v1-1.server~server.svc.cluster.local";
+const SERVER_SIDECAR_NODE: &str = "sidecar~10.1.0.7~server-v1-1.server~server.svc.cluster.local";
 
 /// A ServiceEntry for `server` (HTTP on 8080 behind port 80), with the
 /// sidecar's own WorkloadEntry at 10.1.0.7 when `registered`.
@@ -464,7 +518,7 @@ spec: {address: 10.1.0.8, labels: {app: server, version: v1}}
 }
 
 /// The sidecar's node as Istio's agent sends it: labels and namespace in metadata.
-fn sidecar_node() -> Option<Node> {
+fn server_sidecar_node() -> Option<Node> {
     use trireme_proto::envoy::pb::google::protobuf::{Struct, Value, value::Kind};
     let string = |s: &str| Value {
         kind: Some(Kind::StringValue(s.into())),
@@ -477,7 +531,7 @@ fn sidecar_node() -> Option<Node> {
         .into(),
     };
     Some(Node {
-        id: SIDECAR_NODE.into(),
+        id: SERVER_SIDECAR_NODE.into(),
         metadata: Some(Struct {
             fields: [
                 (
@@ -494,12 +548,12 @@ fn sidecar_node() -> Option<Node> {
     })
 }
 
-fn sidecar_request(
+fn server_sidecar_request(
     resource_type: ResourceType,
     ack_of: Option<&DiscoveryResponse>,
 ) -> DiscoveryRequest {
     DiscoveryRequest {
-        node: sidecar_node(),
+        node: server_sidecar_node(),
         ..request(resource_type, &[], ack_of)
     }
 }
@@ -529,16 +583,19 @@ fn inbound_ports(response: &DiscoveryResponse) -> Vec<u32> {
 async fn a_sidecar_gets_virtual_inbound_with_a_chain_per_workload_port() {
     let mut harness = Harness::start(&server_mesh(true)).await;
     let (requests, mut responses) = harness
-        .sotw(sidecar_request(ResourceType::Cluster, None))
+        .sotw(server_sidecar_request(ResourceType::Cluster, None))
         .await;
     let clusters = next(&mut responses).await;
     assert!(cluster_names(&clusters).contains(&"inbound|8080||".to_string()));
     requests
-        .send(sidecar_request(ResourceType::Cluster, Some(&clusters)))
+        .send(server_sidecar_request(
+            ResourceType::Cluster,
+            Some(&clusters),
+        ))
         .await
         .unwrap();
     requests
-        .send(sidecar_request(ResourceType::Listener, None))
+        .send(server_sidecar_request(ResourceType::Listener, None))
         .await
         .unwrap();
     let listeners = next(&mut responses).await;
@@ -550,12 +607,15 @@ async fn a_sidecar_gets_virtual_inbound_with_a_chain_per_workload_port() {
 async fn a_workload_entry_for_a_connected_sidecar_opens_its_port() {
     let mut harness = Harness::start(&server_mesh(false)).await;
     let (requests, mut responses) = harness
-        .sotw(sidecar_request(ResourceType::Listener, None))
+        .sotw(server_sidecar_request(ResourceType::Listener, None))
         .await;
     let before = next(&mut responses).await;
     assert!(inbound_ports(&before).is_empty(), "not an instance yet");
     requests
-        .send(sidecar_request(ResourceType::Listener, Some(&before)))
+        .send(server_sidecar_request(
+            ResourceType::Listener,
+            Some(&before),
+        ))
         .await
         .unwrap();
     nothing_more(&mut responses).await;
@@ -573,4 +633,57 @@ async fn next_status(mut responses: tonic::Streaming<DiscoveryResponse>) -> toni
         .expect("an answer within 5 s")
         .expect("the stream carries the error")
         .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_sidecar_gets_its_outbound_listeners_and_routes_by_port() {
+    use prost::Message;
+    use trireme_proto::envoy::pb::envoy::config::route::v3::RouteConfiguration;
+
+    let mut harness = Harness::start(&mesh(false, true)).await;
+    let (requests, mut responses) = harness
+        .sotw(sidecar_request(
+            sidecar_node("REDIRECT"),
+            ResourceType::Listener,
+            &[],
+        ))
+        .await;
+    let listeners = next(&mut responses).await;
+    // Outbound listeners, then the inbound side's virtualInbound.
+    assert_eq!(
+        listener_names(&listeners),
+        ["virtualOutbound", "0.0.0.0_9080", "virtualInbound"]
+    );
+    requests
+        .send(sidecar_request(None, ResourceType::Route, &["9080"]))
+        .await
+        .unwrap();
+    let routes = next(&mut responses).await;
+    assert_eq!(routes.type_url, ResourceType::Route.type_url());
+    let config = RouteConfiguration::decode(routes.resources[0].value.as_slice()).unwrap();
+    let hosts: Vec<&str> = config
+        .virtual_hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "ratings.default.svc.cluster.local:9080",
+            "reviews.default.svc.cluster.local:9080",
+            "allow_any"
+        ]
+    );
+
+    // The same workload without traffic capture is another view: its
+    // listeners bind localhost and there is no virtual listener.
+    let (_requests, mut responses) = harness
+        .sotw(sidecar_request(
+            sidecar_node("NONE"),
+            ResourceType::Listener,
+            &[],
+        ))
+        .await;
+    let listeners = next(&mut responses).await;
+    assert_eq!(listener_names(&listeners), ["127.0.0.1_9080"]);
 }

@@ -29,16 +29,36 @@ impl ProxyType {
     }
 }
 
-/// How inbound traffic reaches the proxy (node metadata `INTERCEPTION_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How outbound and inbound traffic reaches a sidecar (Istio's
+/// `INTERCEPTION_MODE` node metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum InterceptionMode {
-    /// iptables REDIRECT to 15006 (Istio's default): the original destination
-    /// is read back with `SO_ORIGINAL_DST`.
+    /// iptables REDIRECT to the proxy's capture ports (Istio's default).
     Redirect,
-    /// iptables TPROXY: like REDIRECT, but the listener must be transparent.
+    /// iptables TPROXY, keeping the original source address.
     Tproxy,
-    /// No capture (no root needed): Envoy listens on explicit ports.
+    /// No capture: applications address the proxy's listeners themselves, so
+    /// they must bind real ports and nothing can be passed through as addressed.
     None,
+}
+
+impl InterceptionMode {
+    /// Reads Istio's names; an absent or unknown mode is REDIRECT, as in Istio.
+    pub fn parse(mode: &str) -> InterceptionMode {
+        match mode.to_ascii_uppercase().as_str() {
+            "NONE" => InterceptionMode::None,
+            "TPROXY" => InterceptionMode::Tproxy,
+            _ => InterceptionMode::Redirect,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterceptionMode::Redirect => "REDIRECT",
+            InterceptionMode::Tproxy => "TPROXY",
+            InterceptionMode::None => "NONE",
+        }
+    }
 }
 
 /// A proxy as pilot sees it.
@@ -74,6 +94,21 @@ pub enum ProxyParseError {
 }
 
 impl Proxy {
+    /// How traffic reaches this proxy.
+    pub fn interception(&self) -> InterceptionMode {
+        InterceptionMode::parse(&self.interception_mode)
+    }
+
+    /// Whether every address of the proxy is IPv6 (it then resolves names to
+    /// IPv6 only, as Istio does without dual stack).
+    pub fn ipv6_only(&self) -> bool {
+        !self.ip_addresses.is_empty()
+            && self
+                .ip_addresses
+                .iter()
+                .all(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    }
+
     /// Reads the proxy from the node Envoy sends.
     pub fn from_node(node: Option<&Node>) -> Result<Proxy, ProxyParseError> {
         let node = node.ok_or(ProxyParseError::MissingNode)?;
@@ -123,17 +158,6 @@ impl Proxy {
             istio_version: metadata.string("ISTIO_VERSION").unwrap_or_default(),
             mesh_id: metadata.string("MESH_ID").unwrap_or_default(),
         })
-    }
-}
-
-impl Proxy {
-    /// The interception mode; unset or unknown values mean REDIRECT, as in Istio.
-    pub fn interception(&self) -> InterceptionMode {
-        match self.interception_mode.to_ascii_uppercase().as_str() {
-            "NONE" => InterceptionMode::None,
-            "TPROXY" => InterceptionMode::Tproxy,
-            _ => InterceptionMode::Redirect,
-        }
     }
 }
 
@@ -245,6 +269,22 @@ mod tests {
         let plain = Proxy::from_node(Some(&plain)).unwrap();
         assert_eq!(plain.ip_addresses, vec!["10.0.0.6"]);
         assert_eq!(plain.interception(), InterceptionMode::Redirect);
+    }
+
+    #[test]
+    fn interception_mode_defaults_to_redirect() {
+        let none = node(
+            "sidecar~10.0.0.6~app.ns1~ns1.svc.cluster.local",
+            vec![("INTERCEPTION_MODE", string("NONE"))],
+        );
+        let proxy = Proxy::from_node(Some(&none)).unwrap();
+        assert_eq!(proxy.interception(), InterceptionMode::None);
+        let unset = node("sidecar~10.0.0.6~app.ns1~ns1.svc.cluster.local", vec![]);
+        assert_eq!(
+            Proxy::from_node(Some(&unset)).unwrap().interception(),
+            InterceptionMode::Redirect
+        );
+        assert_eq!(InterceptionMode::parse("tproxy"), InterceptionMode::Tproxy);
     }
 
     #[test]

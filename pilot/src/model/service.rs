@@ -2,6 +2,7 @@
 //! now, Kubernetes later) reports them.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// Application protocol of a service port, from its `protocol` field or, as in
 /// Istio, from its name prefix (`http-web`, `grpc`, ...).
@@ -78,11 +79,23 @@ pub struct Service {
     pub mesh_external: bool,
     /// Virtual IPs or CIDRs, if any.
     pub addresses: Vec<String>,
+    /// Namespaces the service is visible to (`exportTo`); empty means all.
+    pub export_to: Vec<String>,
+    /// Identities the service's workloads may present besides their service
+    /// accounts' (a ServiceEntry's `subjectAltNames`).
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// The service's readable `addresses` (others are skipped).
+    pub fn parsed_addresses(&self) -> impl Iterator<Item = ServiceAddress> + '_ {
+        self.addresses
+            .iter()
+            .filter_map(|a| ServiceAddress::parse(a))
     }
 
     /// The port an endpoint receives traffic for `service_port` on: the
@@ -95,6 +108,35 @@ impl Service {
             .copied()
             .or(service_port.target_port)
             .unwrap_or(service_port.number)
+    }
+}
+
+/// One entry of a service's `addresses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceAddress {
+    /// A single virtual IP (also written as a full-length CIDR).
+    Ip(IpAddr),
+    /// A range of addresses.
+    Range { network: IpAddr, prefix_len: u32 },
+}
+
+impl ServiceAddress {
+    /// Reads an IP or a CIDR; `None` for anything else.
+    pub fn parse(address: &str) -> Option<ServiceAddress> {
+        let Some((ip, prefix_len)) = address.split_once('/') else {
+            return address.parse().ok().map(ServiceAddress::Ip);
+        };
+        let network: IpAddr = ip.parse().ok()?;
+        let prefix_len: u32 = prefix_len.parse().ok()?;
+        let full = if network.is_ipv4() { 32 } else { 128 };
+        match prefix_len {
+            len if len > full => None,
+            len if len == full => Some(ServiceAddress::Ip(network)),
+            len => Some(ServiceAddress::Range {
+                network,
+                prefix_len: len,
+            }),
+        }
     }
 }
 
@@ -120,5 +162,32 @@ impl Endpoint {
         selector
             .iter()
             .all(|(key, value)| self.labels.get(key) == Some(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_ips_or_ranges() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            ServiceAddress::parse("10.0.0.1"),
+            Some(ServiceAddress::Ip(ip("10.0.0.1")))
+        );
+        assert_eq!(
+            ServiceAddress::parse("10.0.0.1/32"),
+            Some(ServiceAddress::Ip(ip("10.0.0.1")))
+        );
+        assert_eq!(
+            ServiceAddress::parse("10.0.0.0/24"),
+            Some(ServiceAddress::Range {
+                network: ip("10.0.0.0"),
+                prefix_len: 24
+            })
+        );
+        assert_eq!(ServiceAddress::parse("10.0.0.0/33"), None);
+        assert_eq!(ServiceAddress::parse("db.example.com"), None);
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use mesh_config::networking::sidecar::Mode as OutboundMode;
 use mesh_config::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
@@ -13,7 +14,7 @@ use mesh_config::{AnyResource, Resource};
 use super::instances::InstanceIndex;
 use super::peer_authentication::PeerAuthenticationIndex;
 use super::sidecar_scope::SidecarIndex;
-use super::{Endpoint, Proxy, Service};
+use super::{Endpoint, Proxy, Service, scope};
 
 /// Mesh-wide settings (Istio's MeshConfig subset pilot needs so far).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct MeshSettings {
     /// `cluster.local` unless configured.
     pub domain_suffix: String,
     pub trust_domain: String,
+    /// What sidecars do with traffic to destinations outside the registry
+    /// unless their Sidecar says otherwise (`outboundTrafficPolicy.mode`).
+    pub outbound_traffic_policy: OutboundMode,
 }
 
 impl Default for MeshSettings {
@@ -31,6 +35,7 @@ impl Default for MeshSettings {
             root_namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
+            outbound_traffic_policy: OutboundMode::AllowAny,
         }
     }
 }
@@ -202,7 +207,8 @@ impl MeshSnapshot {
 
     /// The DestinationRule that applies to `hostname` for a proxy in
     /// `proxy_namespace`: the proxy's namespace first, then the service's,
-    /// then the root namespace; an exact host beats a wildcard.
+    /// then the root namespace; an exact host beats a wildcard. Rules not
+    /// exported to the proxy's namespace are not seen.
     pub fn destination_rule(
         &self,
         hostname: &str,
@@ -217,11 +223,10 @@ impl MeshSnapshot {
         let rules = &self.config.destination_rules;
         let exact = self.destination_rule_index.by_host.get(hostname);
         for namespace in namespaces.into_iter().flatten() {
-            let found = exact
-                .into_iter()
-                .flatten()
-                .map(|&i| &rules[i])
-                .find(|dr| namespace_of(dr) == namespace);
+            let found = exact.into_iter().flatten().map(|&i| &rules[i]).find(|dr| {
+                namespace_of(dr) == namespace
+                    && scope::destination_rule_visible(dr, proxy_namespace)
+            });
             if found.is_some() {
                 return found;
             }
@@ -231,6 +236,7 @@ impl MeshSnapshot {
                 .iter()
                 .map(|&i| &rules[i])
                 .filter(|dr| namespace_of(dr) == namespace)
+                .filter(|dr| scope::destination_rule_visible(dr, proxy_namespace))
                 .filter(|dr| host_matches(&dr.spec.host, hostname))
                 .max_by_key(|dr| dr.spec.host.len());
             if wildcard.is_some() {
@@ -280,6 +286,9 @@ impl MeshSnapshot {
             .collect()
     }
 }
+
+/// Istio's reserved gateway name for the sidecars of the mesh.
+pub const MESH_GATEWAY: &str = "mesh";
 
 /// Whether a VirtualService's `gateways` entry names `namespace/name`.
 pub fn gateway_reference_matches(

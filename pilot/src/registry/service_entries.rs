@@ -102,6 +102,8 @@ impl ServiceRegistry for ServiceEntryRegistry<'_> {
                     resolution,
                     mesh_external: entry.spec.location != Some(Location::MeshInternal),
                     addresses: entry.spec.addresses.clone(),
+                    export_to: entry.spec.export_to.clone(),
+                    subject_alt_names: entry.spec.subject_alt_names.clone(),
                 });
             }
         }

@@ -9,7 +9,10 @@
 //! entry with one endpoint); NONE → ORIGINAL_DST on sidecars, EDS on
 //! gateways (which have no original destination to send to).
 //! The DestinationRule is the one that applies in the proxy's namespace;
-//! [`super::traffic_policy`] turns its policy into cluster fields.
+//! [`super::traffic_policy`] turns its policy into cluster fields. Where the
+//! policy sets no TLS and the destination is in the mesh, auto mTLS reaches
+//! endpoints labelled as running Istio's proxy with ISTIO_MUTUAL.
+//! Only the services of the proxy's [`ProxyScope`] get clusters.
 
 use mesh_config::Resource;
 use mesh_config::networking::destination_rule::{Subset, TrafficPolicy};
@@ -26,23 +29,34 @@ use trireme_proto::envoy::pb::envoy::config::core::v3::{
 use super::endpoints::{select, service_endpoints, service_load_assignment};
 use super::names::{BLACKHOLE_CLUSTER, Direction, PASSTHROUGH_CLUSTER, cluster_name};
 use super::traffic_policy::{
-    DEFAULT_CONNECT_TIMEOUT, EffectivePolicy, PolicyTarget, UpstreamCluster, apply_traffic_policy,
-    effective_policy, std_to_proto,
+    AutoMtls, DEFAULT_CONNECT_TIMEOUT, EffectivePolicy, PolicyTarget, UpstreamCluster,
+    apply_traffic_policy, effective_policy, std_to_proto,
 };
+use crate::model::mtls::service_mtls_mode;
 use crate::model::service::Resolution;
 use crate::model::snapshot::namespace_of;
-use crate::model::{MeshSnapshot, Protocol, Proxy, ProxyType, Service, ServicePort};
+use crate::model::{MeshSnapshot, Protocol, Proxy, ProxyScope, ProxyType, Service, ServicePort};
 
 /// How long the passthrough cluster keeps idle upstream connections (Istio's value).
 const PASSTHROUGH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Every outbound cluster `proxy` needs, ordered by host, port and subset
 /// (the subset-less cluster first), then the blackhole and passthrough
-/// clusters.
+/// clusters. Computes the proxy's scope; the xDS generator, which has it
+/// already, calls [`scoped_outbound_clusters`].
 pub fn outbound_clusters(snapshot: &MeshSnapshot, proxy: &Proxy) -> Vec<Cluster> {
-    let mut clusters: Vec<Cluster> = snapshot
-        .services
-        .values()
+    scoped_outbound_clusters(snapshot, proxy, &ProxyScope::new(snapshot, proxy))
+}
+
+/// The outbound clusters of the services in `scope`, then the blackhole and
+/// passthrough clusters.
+pub fn scoped_outbound_clusters(
+    snapshot: &MeshSnapshot,
+    proxy: &Proxy,
+    scope: &ProxyScope,
+) -> Vec<Cluster> {
+    let mut clusters: Vec<Cluster> = scope
+        .services(snapshot)
         .flat_map(|service| service_clusters(snapshot, proxy, service))
         .collect();
     clusters.push(blackhole_cluster());
@@ -56,7 +70,8 @@ struct Destination<'a> {
     proxy: &'a Proxy,
     service: &'a Service,
     rule: Option<&'a DestinationRule>,
-    service_accounts: Vec<String>,
+    service_accounts: &'a [String],
+    auto_mtls: &'a AutoMtls<'a>,
 }
 
 /// The clusters of one service: per port, the default one and one per subset.
@@ -64,16 +79,24 @@ fn service_clusters(snapshot: &MeshSnapshot, proxy: &Proxy, service: &Service) -
     let rule = snapshot
         .destination_rule(&service.hostname, &proxy.namespace)
         .map(|r| &r.spec);
+    let may_use_mtls = rule.is_some_and(sets_tls)
+        || service
+            .ports
+            .iter()
+            .any(|p| service_mtls_mode(snapshot, service, p.number).auto_mtls());
+    let service_accounts = if may_use_mtls {
+        service_accounts(snapshot, service)
+    } else {
+        Vec::new()
+    };
+    let auto_mtls = AutoMtls::new(&service_accounts);
     let destination = Destination {
         snapshot,
         proxy,
         service,
         rule,
-        service_accounts: if rule.is_some_and(sets_tls) {
-            service_accounts(snapshot, service)
-        } else {
-            Vec::new()
-        },
+        service_accounts: &service_accounts,
+        auto_mtls: &auto_mtls,
     };
     let subsets = sorted_subsets(rule);
     let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
@@ -89,8 +112,8 @@ fn service_clusters(snapshot: &MeshSnapshot, proxy: &Proxy, service: &Service) -
     clusters
 }
 
-/// Whether any policy of the rule configures TLS (the only user of the
-/// service accounts, which cost a scan of the config to find).
+/// Whether any policy of the rule configures TLS (which, with auto mTLS,
+/// is what needs the service accounts).
 fn sets_tls(rule: &DestinationRule) -> bool {
     let in_policy = |policy: &TrafficPolicy| {
         policy.tls.is_some() || policy.port_level_settings.iter().any(|p| p.tls.is_some())
@@ -137,9 +160,14 @@ fn outbound_cluster(
     let sni = istio_mtls_sni(port.number, subset_name, &service.hostname);
     let target = PolicyTarget {
         istio_mtls_sni: &sni,
-        service_accounts: &destination.service_accounts,
+        service_accounts: destination.service_accounts,
     };
     apply_traffic_policy(&mut cluster, &policy, &target);
+    if policy.tls.is_none()
+        && service_mtls_mode(destination.snapshot, service, port.number).auto_mtls()
+    {
+        destination.auto_mtls.apply(&mut cluster, &sni);
+    }
     apply_eds_config(&mut cluster);
     cluster.finish()
 }
@@ -193,12 +221,7 @@ fn set_dns_discovery(
 /// IPv6 only for proxies with only IPv6 addresses, else IPv4 only (Istio
 /// without dual stack).
 fn dns_lookup_family(proxy: &Proxy) -> DnsLookupFamily {
-    let all_v6 = !proxy.ip_addresses.is_empty()
-        && proxy
-            .ip_addresses
-            .iter()
-            .all(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
-    if all_v6 {
+    if proxy.ipv6_only() {
         DnsLookupFamily::V6Only
     } else {
         DnsLookupFamily::V4Only
@@ -243,9 +266,7 @@ pub fn istio_mtls_sni(port: u32, subset: &str, host: &str) -> String {
 /// Identities a service's endpoints may present: the ServiceEntry's
 /// `subjectAltNames` and the SPIFFE ids of its endpoints' service accounts.
 fn service_accounts(snapshot: &MeshSnapshot, service: &Service) -> Vec<String> {
-    let mut accounts: Vec<String> = service_entry_of(snapshot, service)
-        .map(|entry| entry.spec.subject_alt_names.clone())
-        .unwrap_or_default();
+    let mut accounts = service.subject_alt_names.clone();
     accounts.extend(
         snapshot
             .endpoints(&service.hostname)

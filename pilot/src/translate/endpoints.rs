@@ -15,21 +15,24 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use trireme_proto::envoy::pb::envoy::config::core::v3::{
-    Address, HealthStatus, Locality, Pipe, SocketAddress, address, socket_address::PortSpecifier,
+    Address, HealthStatus, Locality, Metadata, Pipe, SocketAddress, address,
+    socket_address::PortSpecifier,
 };
 use trireme_proto::envoy::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
     lb_endpoint::HostIdentifier,
 };
-use trireme_proto::envoy::pb::google::protobuf::UInt32Value;
+use trireme_proto::envoy::pb::google::protobuf::{Struct, UInt32Value, Value, value::Kind};
 
 use mesh_config::Resource;
 use mesh_config::networking::DestinationRule;
 
+use crate::model::mtls::{TLS_MODE_KEY, TLS_MODE_LABEL};
 use crate::model::service::Resolution;
 use crate::model::snapshot::namespace_of;
 use crate::model::{Endpoint, MeshSnapshot, Service, ServicePort};
 use crate::translate::names::{Direction, cluster_name, parse_cluster_name};
+use crate::translate::traffic_policy::TRANSPORT_SOCKET_MATCH_METADATA;
 
 /// The endpoints of outbound cluster `cluster_name` (`outbound|port|subset|host`).
 /// `None` for names pilot did not make or whose service or port is gone; a
@@ -242,8 +245,31 @@ fn lb_endpoint(endpoint: &Endpoint, port: u32) -> LbEndpoint {
         load_balancing_weight: Some(UInt32Value {
             value: endpoint.weight.max(1),
         }),
-        ..Default::default()
+        metadata: transport_socket_metadata(endpoint),
     }
+}
+
+/// The endpoint's `security.istio.io/tlsMode` label where clusters' transport
+/// socket matches look for it: auto mTLS offers mTLS only to endpoints that
+/// say `istio`.
+fn transport_socket_metadata(endpoint: &Endpoint) -> Option<Metadata> {
+    let mode = endpoint.labels.get(TLS_MODE_LABEL)?;
+    let fields = [(
+        TLS_MODE_KEY.to_string(),
+        Value {
+            kind: Some(Kind::StringValue(mode.clone())),
+        },
+    )];
+    Some(Metadata {
+        filter_metadata: [(
+            TRANSPORT_SOCKET_MATCH_METADATA.to_string(),
+            Struct {
+                fields: fields.into(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    })
 }
 
 /// A socket address, or a Unix socket for `unix://<path>` endpoints.

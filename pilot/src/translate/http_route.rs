@@ -37,16 +37,13 @@ use trireme_proto::envoy::util::pack_any;
 
 use self::matching::{regex_matcher, route_match};
 use super::names;
-use crate::model::snapshot::{gateway_reference_matches, namespace_of};
+use crate::model::snapshot::{MESH_GATEWAY, gateway_reference_matches, namespace_of};
 use crate::model::{MeshSnapshot, Proxy};
 
 /// Name of the HTTP filter that answers CORS; routes configure it per route.
 pub use super::listeners::CORS_FILTER;
 /// Name of the HTTP filter that injects faults; routes configure it per route.
 pub use super::listeners::FAULT_FILTER;
-
-/// Istio's reserved gateway name for sidecars.
-const MESH_GATEWAY: &str = "mesh";
 
 /// Whose traffic the routes are built for; decides which `match` entries that
 /// name `gateways` apply.
@@ -131,6 +128,33 @@ pub fn http_route(ctx: &RouteContext<'_>, http: &HttpRoute) -> Vec<Route> {
         }
     }
     routes
+}
+
+/// The route of a service no VirtualService routes (Istio's `default`):
+/// every request to `cluster`, with Istio's default retries, no timeout, and
+/// the hash policy of the cluster's consistent-hash balancing, if any.
+#[allow(deprecated)] // max_grpc_timeout, as in `forward_action`.
+pub fn default_route(cluster: String, hash_policy: Vec<route_action::HashPolicy>) -> Route {
+    let operation = names::parse_cluster_name(&cluster)
+        .map(|key| format!("{}:{}/*", key.host, key.port))
+        .unwrap_or_default();
+    Route {
+        name: "default".to_string(),
+        r#match: Some(route_match(None)),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
+            timeout: Some(Duration::default()),
+            max_grpc_timeout: Some(Duration::default()),
+            retry_policy: policy::retry_policy(None),
+            hash_policy,
+            ..Default::default()
+        })),
+        decorator: Some(Decorator {
+            operation,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Whether a route matches every request: path prefix `/` (or regex `.*`)

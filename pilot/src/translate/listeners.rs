@@ -42,6 +42,9 @@ use crate::model::{MeshSnapshot, Protocol, Proxy};
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
+/// Network filters pilot configures.
+pub const HTTP_CONNECTION_MANAGER_FILTER: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
 /// A Gateway server together with the Gateway it belongs to.
 struct BoundServer<'a> {
@@ -159,7 +162,7 @@ fn gateway_listener(
     })
 }
 
-fn socket_address(ip: &str, port: u32) -> Address {
+pub(crate) fn socket_address(ip: &str, port: u32) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: ip.into(),
@@ -169,7 +172,7 @@ fn socket_address(ip: &str, port: u32) -> Address {
     }
 }
 
-fn ads() -> ConfigSource {
+pub(crate) fn ads() -> ConfigSource {
     ConfigSource {
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: ApiVersion::V3 as i32,
@@ -201,7 +204,7 @@ fn http_filter_chain(
     FilterChain {
         filter_chain_match: chain_match,
         filters: vec![network_filter(
-            "envoy.filters.network.http_connection_manager",
+            HTTP_CONNECTION_MANAGER_FILTER,
             pack_any(manager),
         )],
         transport_socket: tls.map(|context| TransportSocket {
@@ -212,7 +215,10 @@ fn http_filter_chain(
     }
 }
 
-fn http_filter(name: &str, config: trireme_proto::envoy::pb::google::protobuf::Any) -> HttpFilter {
+pub(crate) fn http_filter(
+    name: &str,
+    config: trireme_proto::envoy::pb::google::protobuf::Any,
+) -> HttpFilter {
     HttpFilter {
         name: name.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(config)),
@@ -220,7 +226,10 @@ fn http_filter(name: &str, config: trireme_proto::envoy::pb::google::protobuf::A
     }
 }
 
-fn network_filter(name: &str, config: trireme_proto::envoy::pb::google::protobuf::Any) -> Filter {
+pub(crate) fn network_filter(
+    name: &str,
+    config: trireme_proto::envoy::pb::google::protobuf::Any,
+) -> Filter {
     Filter {
         name: name.into(),
         config_type: Some(filter::ConfigType::TypedConfig(config)),
@@ -399,17 +408,37 @@ fn tcp_proxy_filter(
     port: u32,
     route: &[RouteDestination],
 ) -> Filter {
-    let clusters: Vec<(String, u32)> = route
-        .iter()
-        .map(|d| {
-            let weight = d.weight.map(|w| w.max(0) as u32).unwrap_or(100);
-            (
-                names::destination_cluster(snapshot, namespace, &d.destination, port),
-                weight,
-            )
-        })
-        .collect();
-    let specifier = match clusters.as_slice() {
+    let clusters = tcp_route_clusters(snapshot, namespace, port, route);
+    tcp_proxy(format!("outbound_0.0.0.0_{port}"), &clusters)
+}
+
+/// The clusters of a TCP or TLS route with their weights (100 each when
+/// unweighted). Of several destinations, those weighted 0 get no traffic and
+/// are left out: Envoy refuses a weight of 0.
+pub(crate) fn tcp_route_clusters(
+    snapshot: &MeshSnapshot,
+    namespace: &str,
+    port: u32,
+    route: &[RouteDestination],
+) -> Vec<(String, u32)> {
+    let clusters = route.iter().map(|d| {
+        let weight = d.weight.map(|w| w.max(0) as u32).unwrap_or(100);
+        (
+            names::destination_cluster(snapshot, namespace, &d.destination, port),
+            weight,
+        )
+    });
+    if route.len() > 1 {
+        clusters.filter(|(_, weight)| *weight > 0).collect()
+    } else {
+        clusters.collect()
+    }
+}
+
+/// A TCP proxy to one cluster, or split by weight between several; with none
+/// the connection goes to the blackhole.
+pub(crate) fn tcp_proxy(stat_prefix: String, clusters: &[(String, u32)]) -> Filter {
+    let specifier = match clusters {
         [(cluster, _)] => ClusterSpecifier::Cluster(cluster.clone()),
         [] => ClusterSpecifier::Cluster(names::BLACKHOLE_CLUSTER.into()),
         many => ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -424,9 +453,9 @@ fn tcp_proxy_filter(
         }),
     };
     let proxy = TcpProxy {
-        stat_prefix: format!("outbound_0.0.0.0_{port}"),
+        stat_prefix,
         cluster_specifier: Some(specifier),
         ..Default::default()
     };
-    network_filter("envoy.filters.network.tcp_proxy", pack_any(proxy))
+    network_filter(TCP_PROXY_FILTER, pack_any(proxy))
 }

@@ -1,5 +1,6 @@
 //! Translation from the mesh model to Envoy's API, one module per resource
-//! type. Every function is pure: the same snapshot and proxy view give the same
+//! type (gateways use them directly; [`sidecar`] composes them into what a
+//! workload's sidecar gets). Every function is pure: the same snapshot and proxy view give the same
 //! resources, which is what lets pilot generate once and share the bytes.
 
 pub mod clusters;

@@ -95,6 +95,29 @@ pub fn gateway_listener_name(port: u32) -> String {
     format!("0.0.0.0_{port}")
 }
 
+/// Route configuration of a sidecar's outbound HTTP listener on `port`:
+/// `<port>`, or `<bind>:<port>` for an egress listener with its own address.
+pub fn sidecar_outbound_route_name(bind: Option<&str>, port: u32) -> String {
+    match bind {
+        Some(bind) => format!("{bind}:{port}"),
+        None => port.to_string(),
+    }
+}
+
+/// Reads a name made by [`sidecar_outbound_route_name`] into (bind, port).
+pub fn parse_sidecar_outbound_route_name(name: &str) -> Option<(Option<&str>, u32)> {
+    match name.rsplit_once(':') {
+        Some((bind, port)) if !bind.is_empty() => Some((Some(bind), port.parse().ok()?)),
+        Some(_) => None,
+        None => Some((None, name.parse().ok()?)),
+    }
+}
+
+/// Listener of a sidecar's outbound port: `<address>_<port>`.
+pub fn sidecar_outbound_listener_name(address: &str, port: u32) -> String {
+    format!("{address}_{port}")
+}
+
 /// Clusters Istio always has: traffic with nowhere to go, and traffic sent on as addressed.
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
@@ -117,5 +140,22 @@ mod tests {
         assert_eq!(key.subset, "v1");
         assert_eq!(key.host, "reviews.default.svc.cluster.local");
         assert_eq!(parse_cluster_name("BlackHoleCluster"), None);
+    }
+
+    #[test]
+    fn sidecar_route_names_round_trip() {
+        assert_eq!(sidecar_outbound_route_name(None, 9080), "9080");
+        assert_eq!(
+            parse_sidecar_outbound_route_name("9080"),
+            Some((None, 9080))
+        );
+        let bound = sidecar_outbound_route_name(Some("127.0.0.2"), 80);
+        assert_eq!(bound, "127.0.0.2:80");
+        assert_eq!(
+            parse_sidecar_outbound_route_name(&bound),
+            Some((Some("127.0.0.2"), 80))
+        );
+        assert_eq!(parse_sidecar_outbound_route_name("http.80"), None);
+        assert_eq!(parse_sidecar_outbound_route_name(":80"), None);
     }
 }

@@ -19,11 +19,12 @@ use trireme_proto::envoy::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::http_route::{self, RouteContext, RouteScope};
 use super::names;
+use crate::model::scope::virtual_service_visible;
 use crate::model::snapshot::namespace_of;
 use crate::model::{MeshSnapshot, Protocol, Proxy};
 
 /// Istio lets direct responses carry up to 1 MiB (Envoy's default is 4 KiB).
-const MAX_DIRECT_RESPONSE_BODY_BYTES: u32 = 1024 * 1024;
+pub(crate) const MAX_DIRECT_RESPONSE_BODY_BYTES: u32 = 1024 * 1024;
 
 /// A Gateway server together with the Gateway it belongs to.
 #[derive(Clone, Copy)]
@@ -137,7 +138,7 @@ impl VirtualHostSet {
         let virtual_services = snapshot
             .virtual_services_for_gateway(bound.namespace(), gateway_name)
             .into_iter()
-            .filter(|vs| visible_to(vs, &proxy.namespace));
+            .filter(|vs| virtual_service_visible(vs, &proxy.namespace));
         for vs in virtual_services {
             let hosts = exposed_hosts(snapshot, bound, vs);
             if hosts.is_empty() {
@@ -300,17 +301,6 @@ fn is_subset_of(host: &str, pattern: &str) -> bool {
 fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
     name.len() >= suffix.len()
         && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-}
-
-/// A VirtualService's `exportTo` as seen from `namespace` (all when unset).
-fn visible_to(vs: &Resource<VirtualService>, namespace: &str) -> bool {
-    let export_to = &vs.spec.export_to;
-    export_to.is_empty()
-        || export_to.iter().any(|target| match target.as_str() {
-            "*" => true,
-            "." => namespace_of(vs) == namespace,
-            other => other == namespace,
-        })
 }
 
 #[cfg(test)]

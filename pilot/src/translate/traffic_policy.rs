@@ -56,7 +56,8 @@ use trireme_proto::envoy::pb::google::protobuf::{
 use crate::model::MeshSnapshot;
 
 pub use tls::{
-    ROOT_CERTIFICATE, TlsTarget, WORKLOAD_CERTIFICATE, sds_from_agent, upstream_tls_context,
+    AutoMtls, EncodedIstioMutual, ROOT_CERTIFICATE, TRANSPORT_SOCKET_MATCH_METADATA, TlsTarget,
+    WORKLOAD_CERTIFICATE, sds_from_agent, upstream_tls_context,
 };
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.

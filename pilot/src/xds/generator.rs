@@ -7,12 +7,13 @@ use std::sync::Arc;
 use prost::{Message, Name};
 use trireme_proto::envoy::pb::envoy::config::cluster::v3::Cluster;
 use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use trireme_proto::envoy::pb::envoy::config::listener::v3::Listener;
 use trireme_proto::envoy::pb::envoy::config::route::v3::RouteConfiguration;
 use trireme_proto::envoy::pb::google::protobuf::Any;
 
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
-use crate::model::{MeshSnapshot, Proxy, ProxyType};
+use crate::model::{MeshSnapshot, Proxy, ProxyScope, ProxyType};
 use crate::translate;
 
 /// A generated resource, encoded once.
@@ -64,7 +65,11 @@ pub enum Subscription {
 }
 
 /// What a proxy's generated config depends on besides the push context. Proxies
-/// with equal views get the very same resources.
+/// with equal views get the very same resources: the type; the namespace and
+/// labels (which select Gateways and the Sidecar, short host names and
+/// `sourceLabels`); for sidecars the interception mode and the inbound port
+/// plan of its own workload; and whether the proxy is IPv6-only (wildcard
+/// addresses, DNS lookups).
 pub fn view_key(snapshot: &MeshSnapshot, proxy: &Proxy) -> String {
     let labels: Vec<String> = proxy
         .labels
@@ -77,11 +82,16 @@ pub fn view_key(snapshot: &MeshSnapshot, proxy: &Proxy) -> String {
         proxy.namespace,
         labels.join(",")
     );
-    // A sidecar's inbound side also depends on its own workload (ports,
-    // interception mode, addresses), which the snapshot tells.
     if proxy.proxy_type == ProxyType::Sidecar {
         key.push('|');
+        key.push_str(proxy.interception().as_str());
+        // The inbound side also depends on the proxy's own workload
+        // (ports, modes, addresses), which the snapshot tells.
+        key.push('|');
         key.push_str(&translate::sidecar::inbound::view_key(snapshot, proxy));
+    }
+    if proxy.ipv6_only() {
+        key.push_str("|ipv6");
     }
     key
 }
@@ -120,15 +130,13 @@ pub fn generate_for_view(
             .iter()
             .flat_map(|name| {
                 cached_view(context, view, ResourceType::Route, name, || {
-                    let routes = translate::routes::gateway_route_configuration(
-                        &context.snapshot,
-                        proxy,
-                        name,
-                    )
-                    .unwrap_or_else(|| RouteConfiguration {
-                        name: name.clone(),
-                        ..Default::default()
-                    });
+                    let routes =
+                        route_configuration_for(context, proxy, name).unwrap_or_else(|| {
+                            RouteConfiguration {
+                                name: name.clone(),
+                                ..Default::default()
+                            }
+                        });
                     vec![Arc::new(EncodedResource::new(name.clone(), &routes))]
                 })
                 .to_vec()
@@ -143,26 +151,62 @@ pub fn generate_for_view(
     }
 }
 
-fn listeners_for(
-    context: &PushContext,
-    proxy: &Proxy,
-) -> Vec<trireme_proto::envoy::pb::envoy::config::listener::v3::Listener> {
+fn clusters_for(context: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
+    let scope = scope_for(context, proxy);
     let snapshot = &context.snapshot;
     match proxy.proxy_type {
-        ProxyType::Router => translate::listeners::gateway_listeners(snapshot, proxy),
-        ProxyType::Sidecar => translate::sidecar::inbound::inbound_listeners(snapshot, proxy),
+        ProxyType::Router => translate::clusters::scoped_outbound_clusters(snapshot, proxy, &scope),
+        ProxyType::Sidecar => {
+            let mut clusters = translate::sidecar::outbound::clusters(snapshot, proxy, &scope);
+            clusters.extend(translate::sidecar::inbound::inbound_clusters(
+                snapshot, proxy,
+            ));
+            clusters
+        }
     }
 }
 
-fn clusters_for(context: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
+fn listeners_for(context: &PushContext, proxy: &Proxy) -> Vec<Listener> {
     let snapshot = &context.snapshot;
-    let mut clusters = translate::clusters::outbound_clusters(snapshot, proxy);
-    if proxy.proxy_type == ProxyType::Sidecar {
-        clusters.extend(translate::sidecar::inbound::inbound_clusters(
-            snapshot, proxy,
-        ));
+    match proxy.proxy_type {
+        ProxyType::Router => translate::listeners::gateway_listeners(snapshot, proxy),
+        ProxyType::Sidecar => {
+            let scope = scope_for(context, proxy);
+            let mut listeners = translate::sidecar::outbound::listeners(snapshot, proxy, &scope);
+            listeners.extend(translate::sidecar::inbound::inbound_listeners(
+                snapshot, proxy,
+            ));
+            listeners
+        }
     }
-    clusters
+}
+
+fn route_configuration_for(
+    context: &PushContext,
+    proxy: &Proxy,
+    name: &str,
+) -> Option<RouteConfiguration> {
+    let snapshot = &context.snapshot;
+    match proxy.proxy_type {
+        ProxyType::Router => translate::routes::gateway_route_configuration(snapshot, proxy, name),
+        ProxyType::Sidecar => {
+            let scope = scope_for(context, proxy);
+            translate::sidecar::outbound::route_configuration(snapshot, proxy, &scope, name)
+        }
+    }
+}
+
+/// The proxy's scope, computed once per config version and view.
+fn scope_for(context: &PushContext, proxy: &Proxy) -> Arc<ProxyScope> {
+    let key = view_key(&context.snapshot, proxy);
+    if let Some(hit) = lock(&context.scope_cache).get(&key) {
+        return hit.clone();
+    }
+    let scope = Arc::new(ProxyScope::new(&context.snapshot, proxy));
+    lock(&context.scope_cache)
+        .entry(key)
+        .or_insert(scope)
+        .clone()
 }
 
 fn encode_all<M: Message + Name>(
@@ -249,5 +293,52 @@ mod tests {
         assert_eq!(a.version, b.version);
         assert_ne!(a.version, c.version);
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    fn proxy(proxy_type: ProxyType, interception_mode: &str, ip: &str) -> Proxy {
+        Proxy {
+            id: String::new(),
+            proxy_type,
+            ip_addresses: vec![ip.into()],
+            pod_id: "app-1.ns".into(),
+            namespace: "ns".into(),
+            dns_domain: "ns.svc.cluster.local".into(),
+            labels: [("app".to_string(), "app".to_string())].into(),
+            cluster_id: String::new(),
+            service_account: String::new(),
+            workload_name: String::new(),
+            interception_mode: interception_mode.into(),
+            istio_version: String::new(),
+            mesh_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn views_split_on_what_the_output_depends_on() {
+        let snapshot = crate::model::MeshSnapshot::from_config(
+            crate::model::ConfigSet::default(),
+            crate::model::MeshSettings::default(),
+        );
+        let key = |t, mode, ip| view_key(&snapshot, &proxy(t, mode, ip));
+        assert_ne!(
+            key(ProxyType::Sidecar, "REDIRECT", "10.0.0.1"),
+            key(ProxyType::Sidecar, "NONE", "10.0.0.1"),
+            "captured and bound listeners differ"
+        );
+        assert_eq!(
+            key(ProxyType::Sidecar, "", "10.0.0.1"),
+            key(ProxyType::Sidecar, "REDIRECT", "10.0.0.2"),
+            "REDIRECT is the default; the IP itself does not matter"
+        );
+        assert_ne!(
+            key(ProxyType::Sidecar, "REDIRECT", "10.0.0.1"),
+            key(ProxyType::Sidecar, "REDIRECT", "fd00::1"),
+            "IPv6-only proxies listen and resolve differently"
+        );
+        assert_eq!(
+            key(ProxyType::Router, "NONE", "10.0.0.1"),
+            key(ProxyType::Router, "REDIRECT", "10.0.0.1"),
+            "gateways do not depend on interception"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::model::MeshSnapshot;
+use crate::model::{MeshSnapshot, ProxyScope};
 
 use super::generator::EncodedResource;
 use super::resource_type::ResourceType;
@@ -37,6 +37,10 @@ impl PushTrigger {
 /// change endpoints.
 pub type ViewCache = Mutex<HashMap<(ResourceType, String, String), Arc<Vec<Arc<EncodedResource>>>>>;
 
+/// What each proxy view may see, computed once per config version and view
+/// and shared by the view's clusters, listeners and routes.
+pub type ScopeCache = Mutex<HashMap<String, Arc<ProxyScope>>>;
+
 /// One version of the mesh as proxies are told it.
 pub struct PushContext {
     /// Increases with every push.
@@ -48,6 +52,7 @@ pub struct PushContext {
     /// When the first change behind this push arrived (for convergence time).
     pub changed_at: Instant,
     pub(crate) view_cache: Arc<ViewCache>,
+    pub(crate) scope_cache: Arc<ScopeCache>,
     pub(crate) endpoint_cache: Mutex<HashMap<String, Arc<EncodedResource>>>,
 }
 
@@ -61,13 +66,14 @@ impl PushContext {
             trigger: PushTrigger::Initial,
             changed_at: Instant::now(),
             view_cache: Arc::default(),
+            scope_cache: Arc::default(),
             endpoint_cache: Mutex::default(),
         }
     }
 
-    /// The context that follows `previous` with `snapshot`: the view cache is
-    /// kept when only endpoints changed, so clusters, listeners and routes are
-    /// not generated again.
+    /// The context that follows `previous` with `snapshot`: the view and
+    /// scope caches are kept when only endpoints changed, so clusters,
+    /// listeners and routes are not generated again.
     pub fn next(
         previous: &PushContext,
         snapshot: MeshSnapshot,
@@ -91,6 +97,11 @@ impl PushContext {
             changed_at,
             view_cache: if endpoints_only {
                 previous.view_cache.clone()
+            } else {
+                Arc::default()
+            },
+            scope_cache: if endpoints_only {
+                previous.scope_cache.clone()
             } else {
                 Arc::default()
             },

@@ -43,6 +43,26 @@ pub fn ingress_gateway() -> Proxy {
     }
 }
 
+/// The sidecar of workload `client-1` in namespace `client`, labelled
+/// `app: client`, with the given interception mode (`REDIRECT`, `NONE`).
+pub fn client_sidecar(interception_mode: &str) -> Proxy {
+    Proxy {
+        id: "sidecar~10.1.0.5~client-1.client~client.svc.cluster.local".into(),
+        proxy_type: ProxyType::Sidecar,
+        ip_addresses: vec!["10.1.0.5".into()],
+        pod_id: "client-1.client".into(),
+        namespace: "client".into(),
+        dns_domain: "client.svc.cluster.local".into(),
+        labels: [("app".to_string(), "client".to_string())].into(),
+        cluster_id: "Kubernetes".into(),
+        service_account: "client".into(),
+        workload_name: "client".into(),
+        interception_mode: interception_mode.into(),
+        istio_version: "1.28.0".into(),
+        mesh_id: "cluster.local".into(),
+    }
+}
+
 /// Renders a prost message of Envoy's API as pretty proto3 JSON.
 pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
     trireme_proto::json::message_to_json(message).expect("Envoy resources render as JSON")

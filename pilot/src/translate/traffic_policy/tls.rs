@@ -8,16 +8,27 @@
 //!   `file-root:<ca>` (`system` when no CA is given) from `sds-grpc`, which
 //!   reads the files (and follows their rotation) for Envoy;
 //! - SIMPLE / MUTUAL with `credentialName`: `kubernetes://<name>` and
-//!   `kubernetes://<name>-cacert` from pilot itself over ADS.
+//!   `kubernetes://<name>-cacert` from pilot itself over ADS;
+//! - auto mTLS (no TLS settings, destination in the mesh): ISTIO_MUTUAL to
+//!   endpoints labelled `tlsMode: istio`, plaintext to the others.
+
+use std::cell::OnceCell;
 
 use mesh_config::networking::destination_rule::{ClientTlsSettings, TlsMode};
+use prost::{Message, Name};
+use trireme_proto::envoy::pb::envoy::config::cluster::v3::cluster::{
+    DiscoveryType, TransportSocketMatch,
+};
 use trireme_proto::envoy::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService,
+    TransportSocket,
     api_config_source::ApiType,
     config_source::ConfigSourceSpecifier,
     data_source::Specifier,
     grpc_service::{EnvoyGrpc, TargetSpecifier},
+    transport_socket::ConfigType,
 };
+use trireme_proto::envoy::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use trireme_proto::envoy::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
     TlsParameters, UpstreamTlsContext,
@@ -28,6 +39,10 @@ use trireme_proto::envoy::pb::envoy::extensions::transport_sockets::tls::v3::{
 use trireme_proto::envoy::pb::envoy::r#type::matcher::v3::{
     StringMatcher, string_matcher::MatchPattern,
 };
+use trireme_proto::envoy::pb::google::protobuf::{Any, Struct, Value, value::Kind};
+
+use super::{TLS_TRANSPORT_SOCKET, UpstreamCluster, to_any};
+use crate::model::mtls::{TLS_MODE_ISTIO, TLS_MODE_KEY};
 
 /// The agent's SDS cluster in the bootstrap (Istio's name).
 pub const SDS_CLUSTER: &str = "sds-grpc";
@@ -39,6 +54,11 @@ pub const ROOT_CERTIFICATE: &str = "ROOTCA";
 pub const ALPN_IN_MESH: [&str; 2] = ["istio-peer-exchange", "istio"];
 /// Prefix of secrets pilot serves from Kubernetes.
 const KUBERNETES_SECRET_PREFIX: &str = "kubernetes://";
+/// Endpoint metadata namespace Envoy reads to pick a cluster's transport
+/// socket among its `transport_socket_matches`.
+pub const TRANSPORT_SOCKET_MATCH_METADATA: &str = "envoy.transport_socket_match";
+/// Name of Envoy's plaintext transport socket.
+const RAW_BUFFER_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.raw_buffer";
 /// Suffix Istio appends to a credential's name for its CA bundle.
 const CA_SUFFIX: &str = "-cacert";
 
@@ -74,6 +94,49 @@ pub fn upstream_tls_context(
             None
         }
         TlsMode::Mutual => Some(user_tls(tls, target, true)),
+    }
+}
+
+/// The ISTIO_MUTUAL context of one destination, for all its clusters at
+/// once: they differ only in SNI, so everything else is encoded once and
+/// [`EncodedIstioMutual::with_sni`] adds the SNI of each. (Auto mTLS puts one
+/// on nearly every cluster; building each whole costs as much as the rest of
+/// the cluster.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedIstioMutual {
+    common_tls_context: Vec<u8>,
+}
+
+impl EncodedIstioMutual {
+    pub fn new(service_accounts: &[String], http2: bool) -> EncodedIstioMutual {
+        let settings = ClientTlsSettings {
+            mode: Some(TlsMode::IstioMutual),
+            ..Default::default()
+        };
+        let target = TlsTarget {
+            istio_mtls_sni: "",
+            service_accounts,
+            http2,
+        };
+        let common = istio_mutual(&settings, &target).common_tls_context;
+        EncodedIstioMutual {
+            common_tls_context: common.unwrap_or_default().encode_to_vec(),
+        }
+    }
+
+    /// `UpstreamTlsContext { common_tls_context, sni }` as an `Any`, encoded
+    /// exactly as prost encodes the message (fields in number order).
+    pub fn with_sni(&self, sni: &str) -> Any {
+        let sni = sni.to_string();
+        let mut value = Vec::with_capacity(self.common_tls_context.len() + sni.len() + 8);
+        prost::encoding::bytes::encode(1, &self.common_tls_context, &mut value);
+        if !sni.is_empty() {
+            prost::encoding::string::encode(2, &sni, &mut value);
+        }
+        Any {
+            type_url: UpstreamTlsContext::type_url(),
+            value,
+        }
     }
 }
 
@@ -261,6 +324,67 @@ pub fn sds_from_pilot(name: &str) -> SdsSecretConfig {
     }
 }
 
+/// Istio's auto mTLS for the clusters of one destination whose policy sets
+/// no TLS: endpoints labelled `tlsMode: istio` (in their
+/// `envoy.transport_socket_match` metadata) are reached with ISTIO_MUTUAL,
+/// every other endpoint in plaintext, so workloads without a sidecar keep
+/// working. The TLS context is encoded once per HTTP version.
+#[derive(Debug)]
+pub struct AutoMtls<'a> {
+    service_accounts: &'a [String],
+    /// By whether the cluster speaks HTTP/2 (which adds ALPN `h2`).
+    encoded: [OnceCell<EncodedIstioMutual>; 2],
+}
+
+impl<'a> AutoMtls<'a> {
+    /// `service_accounts`: the identities the destination's workloads present.
+    pub fn new(service_accounts: &'a [String]) -> AutoMtls<'a> {
+        AutoMtls {
+            service_accounts,
+            encoded: Default::default(),
+        }
+    }
+
+    /// Sets the cluster's transport socket matches. ORIGINAL_DST clusters
+    /// have no endpoint metadata to choose by and stay plaintext.
+    pub fn apply(&self, cluster: &mut UpstreamCluster, sni: &str) {
+        if cluster.discovery_type() == Some(DiscoveryType::OriginalDst) {
+            return;
+        }
+        let http2 = cluster.is_http2();
+        let context = self.encoded[usize::from(http2)]
+            .get_or_init(|| EncodedIstioMutual::new(self.service_accounts, http2))
+            .with_sni(sni);
+        let istio = Struct {
+            fields: [(
+                TLS_MODE_KEY.to_string(),
+                Value {
+                    kind: Some(Kind::StringValue(TLS_MODE_ISTIO.to_string())),
+                },
+            )]
+            .into(),
+        };
+        cluster.cluster.transport_socket_matches = vec![
+            TransportSocketMatch {
+                name: "tlsMode-istio".into(),
+                r#match: Some(istio),
+                transport_socket: Some(TransportSocket {
+                    name: TLS_TRANSPORT_SOCKET.to_string(),
+                    config_type: Some(ConfigType::TypedConfig(context)),
+                }),
+            },
+            TransportSocketMatch {
+                name: "tlsMode-disabled".into(),
+                r#match: Some(Struct::default()),
+                transport_socket: Some(TransportSocket {
+                    name: RAW_BUFFER_TRANSPORT_SOCKET.to_string(),
+                    config_type: Some(ConfigType::TypedConfig(to_any(&RawBuffer {}))),
+                }),
+            },
+        ];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +441,22 @@ mod tests {
             vec!["istio-peer-exchange", "istio", "h2"]
         );
         assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+    }
+
+    #[test]
+    fn an_encoded_istio_mutual_context_is_what_prost_would_encode() {
+        let accounts = vec!["spiffe://cluster.local/ns/a/sa/b".to_string()];
+        for http2 in [false, true] {
+            let target = TlsTarget {
+                istio_mtls_sni: "outbound_.80_.v1_.a.example.com",
+                service_accounts: &accounts,
+                http2,
+            };
+            let built = upstream_tls_context(&settings(TlsMode::IstioMutual), &target).unwrap();
+            let encoded = EncodedIstioMutual::new(&accounts, http2).with_sni(target.istio_mtls_sni);
+            assert_eq!(encoded.type_url, UpstreamTlsContext::type_url());
+            assert_eq!(encoded.value, built.encode_to_vec());
+        }
     }
 
     #[test]
