@@ -158,3 +158,70 @@ fn envoy_is_restarted_when_it_dies() {
         "outbound|80||catalog.shop.svc.cluster.local"
     ));
 }
+
+/// Limits the client's egress to the catalog host only.
+const CLIENT_SIDECAR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: client, namespace: shop }
+spec:
+  workloadSelector: { labels: { app: client } }
+  egress:
+  - hosts: ["./catalog.shop.svc.cluster.local"]
+"#;
+
+/// The names of the clusters pilot's `/debug/config_dump` shows for a proxy.
+fn dumped_clusters(pilot: &Pilot, proxy_id: &str) -> Vec<String> {
+    let dump = pilot.config_dump(proxy_id);
+    dump["resources"]["cds"]
+        .as_array()
+        .map(|clusters| {
+            clusters
+                .iter()
+                .filter_map(|cluster| cluster["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_sidecar_resource_limiting_egress_cuts_the_clients_clusters() {
+    let config = ConfigDir::new();
+    config.write("catalog.yaml", CATALOG);
+    config.write("orders.yaml", ORDERS);
+    let pilot = Pilot::start(config.path());
+    let ca = CaFixture::start("shop", "client");
+    let root = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(root.path(), &client(), pilot.xds_addr, &ca, &[]);
+    agent.wait_ready(Duration::from_secs(30));
+    let catalog = "outbound|80||catalog.shop.svc.cluster.local";
+    let orders = "outbound|80||orders.shop.svc.cluster.local";
+    let before = dumped_clusters(&pilot, &agent.node_id);
+    assert!(before.iter().any(|c| c == orders), "{before:?}");
+
+    config.write("sidecar.yaml", CLIENT_SIDECAR);
+    eventually(
+        "Envoy to lose the orders cluster",
+        Duration::from_secs(20),
+        || (!has_cluster(&agent, orders)).then_some(()),
+    );
+    let after = dumped_clusters(&pilot, &agent.node_id);
+    let outbound: Vec<&String> = after
+        .iter()
+        .filter(|c| c.starts_with("outbound|"))
+        .collect();
+    assert!(
+        outbound
+            .iter()
+            .all(|c| c.ends_with("catalog.shop.svc.cluster.local")),
+        "only the catalog host is left: {after:?}"
+    );
+    assert!(after.iter().any(|c| c == catalog), "{after:?}");
+    for always in ["PassthroughCluster", "BlackHoleCluster"] {
+        assert!(
+            after.iter().any(|c| c == always),
+            "{always} missing: {after:?}"
+        );
+    }
+    assert!(has_cluster(&agent, catalog));
+}
