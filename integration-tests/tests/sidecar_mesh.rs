@@ -249,4 +249,42 @@ fn plain_http_from_the_app_becomes_mtls_between_sidecars_and_follows_the_split()
                 .filter(|(status, _)| *status == 200)
         },
     );
+
+    // pilot SIGKILLed and restarted under traffic: no request fails (the
+    // data plane keeps its config), and a change made after the restart,
+    // all traffic to v2, takes effect.
+    let (xds_addr, http_addr) = (pilot.xds_addr, pilot.http_addr);
+    let traffic = std::thread::spawn(move || {
+        let mut failed = 0;
+        for _ in 0..300 {
+            if !matches!(call_server(egress), Ok((200, _))) {
+                failed += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        failed
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    pilot.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let pilot = Pilot::start_on(config.path(), xds_addr, http_addr);
+    let failed = traffic.join().unwrap();
+    assert_eq!(failed, 0, "requests failed while pilot was down and back");
+    config.write(
+        "mesh.yaml",
+        &mesh_config(&ports, "PERMISSIVE")
+            .replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 100"),
+    );
+    eventually(
+        "all traffic on v2 after pilot's restart",
+        Duration::from_secs(20),
+        || {
+            let bodies: Vec<String> = (0..20)
+                .filter_map(|_| call_server(egress).ok().map(|(_, body)| body))
+                .collect();
+            bodies.iter().all(|body| body.contains("v2")).then_some(())
+        },
+    );
+    drop(pilot);
 }
