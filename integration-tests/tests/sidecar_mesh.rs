@@ -111,6 +111,7 @@ spec:
     )
 }
 
+#[allow(clippy::too_many_arguments)] // one call site, every value named there
 fn start_agent(
     root: &std::path::Path,
     pod: &str,
@@ -119,6 +120,7 @@ fn start_agent(
     labels: &str,
     pilot: &Pilot,
     ca: &CaFixture,
+    extra_args: &[&str],
 ) -> Agent {
     let workload = AgentWorkload {
         pod,
@@ -127,7 +129,7 @@ fn start_agent(
         service_account,
         labels,
     };
-    let mut agent = Agent::start(&root.join(pod), &workload, pilot.xds_addr, ca, &[]);
+    let mut agent = Agent::start(&root.join(pod), &workload, pilot.xds_addr, ca, extra_args);
     agent.wait_ready(Duration::from_secs(60));
     agent
 }
@@ -140,58 +142,80 @@ fn call_server(egress: SocketAddr) -> std::io::Result<(u16, String)> {
         .map(|response| (response.status, response.body))
 }
 
+/// citadel, pilot, the two server apps and three agents with their Envoys.
+struct Mesh {
+    ports: Ports,
+    config: ConfigDir,
+    pilot: Pilot,
+    apps: [Backend; 2],
+    servers: [Agent; 2],
+    client: Agent,
+    egress: SocketAddr,
+    _ca: CaFixture,
+    _root: tempfile::TempDir,
+}
+
+impl Mesh {
+    fn start(agent_args: &[&str]) -> Mesh {
+        let ports = Ports {
+            service: free_port(),
+            inbound: free_port(),
+            app: free_port(),
+        };
+        let config = ConfigDir::new();
+        config.write("mesh.yaml", &mesh_config(&ports, "STRICT"));
+        let pilot = Pilot::start(config.path());
+        let ca = CaFixture::start("shop", "client");
+        let apps = [0, 1].map(|i| {
+            let addr = format!("{}:{}", SERVER_IPS[i], ports.app).parse().unwrap();
+            Backend::start_on(["v1", "v2"][i], addr)
+        });
+        let root = tempfile::tempdir().unwrap();
+        let start = |pod: &str, ip: &str, sa: &str, labels: &str| {
+            start_agent(root.path(), pod, ip, sa, labels, &pilot, &ca, agent_args)
+        };
+        let servers = [
+            start(
+                "server-v1",
+                SERVER_IPS[0],
+                "server",
+                "app=server,version=v1",
+            ),
+            start(
+                "server-v2",
+                SERVER_IPS[1],
+                "server",
+                "app=server,version=v2",
+            ),
+        ];
+        let client = start("client-1", CLIENT_IP, "client", "app=client,version=v1");
+        let egress = format!("{CLIENT_IP}:{}", ports.service).parse().unwrap();
+        Mesh {
+            ports,
+            config,
+            pilot,
+            apps,
+            servers,
+            client,
+            egress,
+            _ca: ca,
+            _root: root,
+        }
+    }
+}
+
 #[test]
 fn plain_http_from_the_app_becomes_mtls_between_sidecars_and_follows_the_split() {
-    let ports = Ports {
-        service: free_port(),
-        inbound: free_port(),
-        app: free_port(),
-    };
-    let config = ConfigDir::new();
-    config.write("mesh.yaml", &mesh_config(&ports, "STRICT"));
-    let pilot = Pilot::start(config.path());
-    let ca = CaFixture::start("shop", "client");
-    let apps = [
-        Backend::start_on(
-            "v1",
-            format!("{}:{}", SERVER_IPS[0], ports.app).parse().unwrap(),
-        ),
-        Backend::start_on(
-            "v2",
-            format!("{}:{}", SERVER_IPS[1], ports.app).parse().unwrap(),
-        ),
-    ];
-    let root = tempfile::tempdir().unwrap();
-    let _servers = [
-        start_agent(
-            root.path(),
-            "server-v1",
-            SERVER_IPS[0],
-            "server",
-            "app=server,version=v1",
-            &pilot,
-            &ca,
-        ),
-        start_agent(
-            root.path(),
-            "server-v2",
-            SERVER_IPS[1],
-            "server",
-            "app=server,version=v2",
-            &pilot,
-            &ca,
-        ),
-    ];
-    let _client = start_agent(
-        root.path(),
-        "client-1",
-        CLIENT_IP,
-        "client",
-        "app=client,version=v1",
-        &pilot,
-        &ca,
-    );
-    let egress: SocketAddr = format!("{CLIENT_IP}:{}", ports.service).parse().unwrap();
+    let Mesh {
+        ports,
+        config,
+        pilot,
+        apps,
+        servers: _servers,
+        client: _client,
+        egress,
+        ..
+    } = Mesh::start(&[]);
 
     eventually(
         "a first answer through both sidecars",
@@ -287,4 +311,52 @@ fn plain_http_from_the_app_becomes_mtls_between_sidecars_and_follows_the_split()
         },
     );
     drop(pilot);
+}
+
+/// The serial of the workload certificate an Envoy holds (admin `/certs`).
+fn held_serial(agent: &Agent) -> Option<String> {
+    let (_, certs) = agent.envoy_admin("/certs").ok()?;
+    let certs: serde_json::Value = serde_json::from_str(&certs).ok()?;
+    certs["certificates"]
+        .as_array()?
+        .iter()
+        .flat_map(|entry| entry["cert_chain"].as_array().into_iter().flatten())
+        .find(|cert| cert["subject_alt_names"].to_string().contains("spiffe://"))
+        .and_then(|cert| cert["serial_number"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn certificates_rotate_under_steady_traffic_without_a_failed_request() {
+    // An 8 s lifetime renews every ~4 s, Istio's half-life rule.
+    let mesh = Mesh::start(&["--secret-ttl", "8s"]);
+    eventually("a first answer", Duration::from_secs(30), || {
+        call_server(mesh.egress)
+            .ok()
+            .filter(|(status, _)| *status == 200)
+    });
+    let started = std::time::Instant::now();
+    let (mut serials, mut requests, mut failed) = (Vec::new(), 0, 0);
+    while started.elapsed() < Duration::from_secs(14) {
+        for _ in 0..10 {
+            requests += 1;
+            if !matches!(call_server(mesh.egress), Ok((200, _))) {
+                failed += 1;
+            }
+        }
+        if let Some(serial) = held_serial(&mesh.client)
+            && serials.last() != Some(&serial)
+        {
+            serials.push(serial);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{requests} requests, {failed} failed, client certificates held: {}",
+        serials.len()
+    );
+    assert_eq!(failed, 0, "out of {requests}");
+    assert!(
+        serials.len() >= 3,
+        "at least two rotations reached Envoy: {serials:?}"
+    );
 }

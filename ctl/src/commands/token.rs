@@ -43,7 +43,8 @@ struct KeygenArgs {
     jwks_out: PathBuf,
     /// Key id; default: the key's RFC 7638 thumbprint, which `mint` also
     /// derives from the key.
-    #[arg(long)]
+    // Thumbprints are base64url and may start with '-'.
+    #[arg(long, allow_hyphen_values = true)]
     kid: Option<String>,
     /// Overwrite existing files.
     #[arg(long)]
@@ -71,7 +72,8 @@ struct MintArgs {
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
     /// Key id in the token header; default: the key's thumbprint, as `keygen`.
-    #[arg(long)]
+    // Thumbprints are base64url and may start with '-'.
+    #[arg(long, allow_hyphen_values = true)]
     kid: Option<String>,
 }
 
