@@ -360,3 +360,69 @@ fn certificates_rotate_under_steady_traffic_without_a_failed_request() {
         "at least two rotations reached Envoy: {serials:?}"
     );
 }
+
+/// `config` without the YAML documents that contain any of `markers`.
+fn without(config: &str, markers: &[&str]) -> String {
+    config
+        .split("\n---\n")
+        .filter(|document| !markers.iter().any(|marker| document.contains(marker)))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[test]
+fn taking_a_server_out_loses_no_client_request() {
+    let mesh = Mesh::start(&[]);
+    // No VirtualService: the client balances over both servers.
+    let all = without(
+        &mesh_config(&mesh.ports, "STRICT"),
+        &["kind: VirtualService"],
+    );
+    mesh.config.write("mesh.yaml", &all);
+    eventually("both servers answering", Duration::from_secs(30), || {
+        let bodies: Vec<String> = (0..20)
+            .filter_map(|_| call_server(mesh.egress).ok().map(|(_, body)| body))
+            .collect();
+        (bodies.iter().any(|b| b.contains("v1")) && bodies.iter().any(|b| b.contains("v2")))
+            .then_some(())
+    });
+
+    let egress = mesh.egress;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let (mut served, mut failed) = (0, 0);
+            // Steady traffic from before the removal until after the pod is gone.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match call_server(egress) {
+                    Ok((200, _)) => served += 1,
+                    _ => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (served, failed)
+        }
+    });
+    // As Kubernetes does it: the endpoint goes first, then the pod stops.
+    std::thread::sleep(Duration::from_millis(200));
+    mesh.config
+        .write("mesh.yaml", &without(&all, &["name: server-v2,"]));
+    eventually(
+        "the client to stop sending to v2",
+        Duration::from_secs(20),
+        || {
+            let (_, clusters) = mesh.client.envoy_admin("/clusters").ok()?;
+            (!clusters.contains(&format!("{}:", SERVER_IPS[1]))).then_some(())
+        },
+    );
+    let mut servers = mesh.servers;
+    servers[1].process.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = servers[1].process.wait_for_exit(Duration::from_secs(15));
+    assert!(exit.is_some_and(|status| status.success()), "{exit:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, failed) = traffic.join().unwrap();
+    eprintln!("while server-v2 was taken out: {served} served, {failed} failed");
+    assert_eq!(failed, 0, "{served} served");
+}
