@@ -151,7 +151,7 @@ struct Mesh {
     servers: [Agent; 2],
     client: Agent,
     egress: SocketAddr,
-    _ca: CaFixture,
+    ca: CaFixture,
     _root: tempfile::TempDir,
 }
 
@@ -198,7 +198,7 @@ impl Mesh {
             servers,
             client,
             egress,
-            _ca: ca,
+            ca,
             _root: root,
         }
     }
@@ -425,4 +425,39 @@ fn taking_a_server_out_loses_no_client_request() {
     let (served, failed) = traffic.join().unwrap();
     eprintln!("while server-v2 was taken out: {served} served, {failed} failed");
     assert_eq!(failed, 0, "{served} served");
+}
+
+#[test]
+fn traffic_rides_out_a_citadel_outage_and_certificates_renew_when_it_is_back() {
+    // A 12 s certificate renews at ~6 s, so whenever citadel goes away the
+    // current one has at least ~6 s left: a 5 s outage makes renewals fail
+    // and retry while it still holds.
+    let mut mesh = Mesh::start(&["--secret-ttl", "12s"]);
+    eventually("a first answer", Duration::from_secs(30), || {
+        call_server(mesh.egress)
+            .ok()
+            .filter(|(status, _)| *status == 200)
+    });
+    let before = held_serial(&mesh.client).expect("the client's Envoy holds a certificate");
+    mesh.ca.stop_citadel();
+    let outage = std::time::Instant::now();
+    let (mut requests, mut failed) = (0, 0);
+    while outage.elapsed() < Duration::from_secs(5) {
+        requests += 1;
+        if !matches!(call_server(mesh.egress), Ok((200, _))) {
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    mesh.ca.start_citadel("ca");
+    let renewed = eventually(
+        "a renewed certificate once citadel is back",
+        Duration::from_secs(20),
+        || held_serial(&mesh.client).filter(|serial| *serial != before),
+    );
+    eprintln!(
+        "citadel away 5 s: {requests} requests, {failed} failed; certificate {before} -> {renewed}"
+    );
+    assert_eq!(failed, 0, "out of {requests} during the outage");
+    assert!(matches!(call_server(mesh.egress), Ok((200, _))));
 }
