@@ -47,6 +47,7 @@ fn flags_document_their_environment_variables() {
     for env in [
         "TRIREME_HTTP_ADDR",
         "TRIREME_XDS_ADDR",
+        "TRIREME_XDS_TLS_ADDR",
         "TRIREME_CONFIG_DIR",
         "PILOT_DEBOUNCE_AFTER",
         "TRIREME_LOG_FORMAT",
@@ -70,9 +71,13 @@ fn start_service(name: &str, nats_url: &str) -> (Process, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = Command::new(binary(name));
     if name == "agent" {
+        // Its status port is a flag, and its sockets and bootstrap go under
+        // a root of its own rather than the host's `/`.
+        let root = std::env::temp_dir().join(format!("trireme-agent-{}", free_port()));
         command
-            .arg("proxy")
-            .env("TRIREME_STATUS_ADDR", addr.to_string());
+            .args(["proxy", "--status-port", &addr.port().to_string()])
+            .arg("--root-dir")
+            .arg(root);
     } else {
         command.env("TRIREME_HTTP_ADDR", addr.to_string());
     }
@@ -163,6 +168,8 @@ fn pilot_is_ready_once_its_config_is_loaded() {
     command
         .env("TRIREME_HTTP_ADDR", addr.to_string())
         .env("TRIREME_XDS_ADDR", format!("127.0.0.1:{xds_port}"))
+        // Without a citadel the TLS port would never be ready.
+        .env("TRIREME_XDS_TLS_ADDR", "none")
         .env("TRIREME_CONFIG_DIR", config_dir.path());
     let process = Process::spawn("pilot", command);
     let ready = eventually("pilot to become ready", Duration::from_secs(10), || {
