@@ -266,3 +266,19 @@ async fn watch_directory(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_port_defaults_to_15012_and_can_be_turned_off() {
+        let args = Args::try_parse_from(["pilot"]).unwrap();
+        assert_eq!(args.xds_tls_addr.0, Some(([0, 0, 0, 0], 15012).into()));
+        assert_eq!(args.pod_namespace, "istio-system");
+        assert_eq!(args.service_account, "pilot");
+        let args = Args::try_parse_from(["pilot", "--xds-tls-addr", "none"]).unwrap();
+        assert_eq!(args.xds_tls_addr.0, None);
+        assert!(Args::try_parse_from(["pilot", "--xds-tls-addr", "nowhere"]).is_err());
+    }
+}
