@@ -7,6 +7,8 @@
 # galley 15214, injector 15314 (each service's /metrics and /healthz/*).
 # The sidecar mesh (deploy/local/config/bookstore-mesh.yaml) runs on
 # 127.0.0.30-32, ports 19080-19082, and its agents on 15400-15429.
+# pilot's mutual-TLS xDS port is off (citadel has 15012 here; the demo's
+# gateway speaks plain text to pilot).
 # TRIREME_DEMO_ONESHOT=1 stops after showing the status instead of waiting.
 set -euo pipefail
 
@@ -100,6 +102,7 @@ for svc in "${services[@]}"; do
   TRIREME_HTTP_ADDR="127.0.0.1:${http_port[$svc]}" \
   TRIREME_NATS_URL="nats://127.0.0.1:$nats_port" \
   TRIREME_XDS_ADDR="127.0.0.1:$xds_port" \
+  TRIREME_XDS_TLS_ADDR=none \
   TRIREME_CONFIG_DIR="$config_dir" \
   TRIREME_GRPC_ADDR="127.0.0.1:$ca_port" \
   TRIREME_CA_DIR="$run_dir/citadel" \

@@ -82,12 +82,40 @@ impl Agent {
         ca: &CaFixture,
         extra_args: &[&str],
     ) -> Agent {
+        Self::spawn(root, workload, pilot_xds, "NONE", ca, extra_args)
+    }
+
+    /// Like [`Agent::start`], with xDS over mutual TLS to `pilot_tls` (the
+    /// workload certificate as client identity).
+    pub fn start_mtls(
+        root: &Path,
+        workload: &AgentWorkload<'_>,
+        pilot_tls: SocketAddr,
+        ca: &CaFixture,
+        extra_args: &[&str],
+    ) -> Agent {
+        Self::spawn(root, workload, pilot_tls, "MUTUAL_TLS", ca, extra_args)
+    }
+
+    fn spawn(
+        root: &Path,
+        workload: &AgentWorkload<'_>,
+        pilot_xds: SocketAddr,
+        auth_policy: &str,
+        ca: &CaFixture,
+        extra_args: &[&str],
+    ) -> Agent {
         let ports = AgentPorts::free();
         let log = root.join("agent.log");
         mount_pod_secrets(root, workload, ca);
         let mut command = Command::new(binary("agent"));
         command
-            .args(["proxy", "sidecar", "--control-plane-auth-policy", "NONE"])
+            .args([
+                "proxy",
+                "sidecar",
+                "--control-plane-auth-policy",
+                auth_policy,
+            ])
             .args(["--discovery-address", &pilot_xds.to_string()])
             .arg("--root-dir")
             .arg(root)
@@ -117,7 +145,8 @@ impl Agent {
                 &format!("localhost:{}", ca.citadel.grpc_addr.port()),
             ])
             .args(extra_args)
-            .env_remove("PROXY_CONFIG");
+            .env_remove("PROXY_CONFIG")
+            .env_remove("ISTIOD_SAN");
         let process = Process::spawn_logged("agent", command, &log);
         let node_id = format!(
             "sidecar~{}~{}.{}~{}.svc.cluster.local",

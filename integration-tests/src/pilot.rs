@@ -6,12 +6,15 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, process::Command, 
 
 use serde_json::Value;
 
+use crate::workload::CaFixture;
 use crate::{Process, binary, eventually, free_port, http_client::HttpRequest, http_get, log_tail};
 
 /// A running pilot; killed when dropped (printing its log tail if the test
 /// is failing).
 pub struct Pilot {
     pub xds_addr: SocketAddr,
+    /// The mutual-TLS xDS port, when started with [`Pilot::start_with_tls`].
+    pub xds_tls_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     process: Process,
     log_dir: tempfile::TempDir,
@@ -29,6 +32,25 @@ impl Pilot {
     /// Like [`Pilot::start`] on given addresses: a restarted pilot comes
     /// back where its proxies expect it.
     pub fn start_on(config_dir: &Path, xds_addr: SocketAddr, http_addr: SocketAddr) -> Pilot {
+        Self::spawn(config_dir, xds_addr, http_addr, None)
+    }
+
+    /// Like [`Pilot::start`], plus the mutual-TLS xDS port on a free port,
+    /// with pilot's certificate (`istio-system/pilot`) from `ca`'s citadel;
+    /// ready once that certificate has arrived.
+    pub fn start_with_tls(config_dir: &Path, ca: &CaFixture) -> Pilot {
+        let xds_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let tls_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        Self::spawn(config_dir, xds_addr, http_addr, Some((tls_addr, ca)))
+    }
+
+    fn spawn(
+        config_dir: &Path,
+        xds_addr: SocketAddr,
+        http_addr: SocketAddr,
+        tls: Option<(SocketAddr, &CaFixture)>,
+    ) -> Pilot {
         let log_dir = tempfile::tempdir().expect("a temp dir for pilot's log");
         let log = log_dir.path().join("pilot.log");
         let mut command = Command::new(binary("pilot"));
@@ -43,6 +65,32 @@ impl Pilot {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),
             );
+        match tls {
+            None => {
+                // Tests run side by side: none may take the default 15012.
+                command.args(["--xds-tls-addr", "none"]);
+            }
+            Some((tls_addr, ca)) => {
+                // What a pilot pod has mounted: its own token and the root.
+                let token = log_dir.path().join("istio-token");
+                let root_cert = log_dir.path().join("root-cert.pem");
+                std::fs::write(&token, ca.issuer.token("istio-system", "pilot")).unwrap();
+                std::fs::write(&root_cert, ca.citadel.root_cert_pem()).unwrap();
+                command
+                    .args(["--xds-tls-addr", &tls_addr.to_string()])
+                    .args([
+                        "--ca-address",
+                        &format!("localhost:{}", ca.citadel.grpc_addr.port()),
+                    ])
+                    .arg("--token-path")
+                    .arg(&token)
+                    .arg("--ca-root-cert")
+                    .arg(&root_cert)
+                    .args(["--pod-namespace", "istio-system"])
+                    .args(["--service-account", "pilot"])
+                    .args(["--trust-domain", "cluster.local"]);
+            }
+        }
         let mut process = Process::spawn_logged("pilot", command, &log);
         eventually("pilot /healthz/ready", Duration::from_secs(20), || {
             if let Some(status) = process.exited() {
@@ -54,6 +102,7 @@ impl Pilot {
         });
         Pilot {
             xds_addr,
+            xds_tls_addr: tls.map(|(addr, _)| addr),
             http_addr,
             process,
             log_dir,

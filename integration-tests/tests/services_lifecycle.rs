@@ -47,6 +47,7 @@ fn flags_document_their_environment_variables() {
     for env in [
         "TRIREME_HTTP_ADDR",
         "TRIREME_XDS_ADDR",
+        "TRIREME_XDS_TLS_ADDR",
         "TRIREME_CONFIG_DIR",
         "PILOT_DEBOUNCE_AFTER",
         "TRIREME_LOG_FORMAT",
@@ -180,6 +181,8 @@ fn pilot_is_ready_once_its_config_is_loaded() {
     command
         .env("TRIREME_HTTP_ADDR", addr.to_string())
         .env("TRIREME_XDS_ADDR", format!("127.0.0.1:{xds_port}"))
+        // Without a citadel the TLS port would never be ready.
+        .env("TRIREME_XDS_TLS_ADDR", "none")
         .env("TRIREME_CONFIG_DIR", config_dir.path());
     let process = Process::spawn("pilot", command);
     let ready = eventually("pilot to become ready", Duration::from_secs(10), || {

@@ -142,6 +142,10 @@ fn call_server(egress: SocketAddr) -> std::io::Result<(u16, String)> {
         .map(|response| (response.status, response.body))
 }
 
+/// One mesh at a time: each runs a citadel, a pilot and three Envoys, and
+/// several at once on two cores starve each other into timeouts.
+static ONE_MESH_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// citadel, pilot, the two server apps and three agents with their Envoys.
 struct Mesh {
     ports: Ports,
@@ -153,10 +157,17 @@ struct Mesh {
     egress: SocketAddr,
     ca: CaFixture,
     _root: tempfile::TempDir,
+    // Last, so it is released after everything above has stopped.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Mesh {
     fn start(agent_args: &[&str]) -> Mesh {
+        // A test that failed while holding the lock poisons it; the next may
+        // still run.
+        let turn = ONE_MESH_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let ports = Ports {
             service: free_port(),
             inbound: free_port(),
@@ -200,6 +211,7 @@ impl Mesh {
             egress,
             ca,
             _root: root,
+            _turn: turn,
         }
     }
 }
@@ -214,7 +226,9 @@ fn plain_http_from_the_app_becomes_mtls_between_sidecars_and_follows_the_split()
         servers: _servers,
         client: _client,
         egress,
-        ..
+        ca: _ca,
+        _root,
+        _turn,
     } = Mesh::start(&[]);
 
     eventually(

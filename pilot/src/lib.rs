@@ -6,11 +6,13 @@
 //! - [`translate`]: snapshot + proxy → Envoy clusters, endpoints, listeners, routes;
 //! - [`xds`]: the ADS server, per-proxy state, the debounced push pipeline;
 //! - [`config_source`]: reading and watching a directory of Istio YAML;
-//! - [`debug`]: `/debug/*` pages on the HTTP port.
+//! - [`debug`]: `/debug/*` pages on the HTTP port;
+//! - [`tls`]: the mutual-TLS xDS port, served with pilot's own workload certificate.
 
 pub mod config_source;
 pub mod debug;
 pub mod model;
 pub mod registry;
+pub mod tls;
 pub mod translate;
 pub mod xds;

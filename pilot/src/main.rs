@@ -13,6 +13,7 @@ use mesh_config::networking::sidecar::Mode as OutboundMode;
 use pilot::config_source::DirectorySource;
 use pilot::config_source::directory::POLL_INTERVAL;
 use pilot::model::{ConfigSet, MeshSettings};
+use pilot::tls::TlsListener;
 use pilot::xds::connection::StreamShared;
 use pilot::xds::debounce::{self, DebounceSettings};
 use pilot::xds::sync_status::SyncStatus;
@@ -21,6 +22,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use service_runtime::args::parse_duration;
 use service_runtime::{Health, MetricsRegistry, Readiness, RuntimeArgs, ServiceRuntime, Shutdown};
 use tokio::sync::{mpsc, watch};
+use tonic::transport::server::Router;
+use trireme_proto::envoy::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use workload_identity::args::spiffe_id;
+use workload_identity::{CaClient, CertificateManager, IdentityArgs};
 
 const COMPONENT: &str = "pilot";
 
@@ -32,6 +37,28 @@ struct Args {
     /// Address of the plaintext xDS (ADS) gRPC server.
     #[arg(long, env = "TRIREME_XDS_ADDR", default_value = "0.0.0.0:15010")]
     xds_addr: SocketAddr,
+
+    /// Address of the mutual-TLS xDS (ADS) gRPC server, or `none`. Clients
+    /// must present a certificate from the mesh CA; pilot serves with its
+    /// own, from citadel (see the identity flags).
+    #[arg(long, env = "TRIREME_XDS_TLS_ADDR", default_value = "0.0.0.0:15012", value_parser = parse_optional_addr)]
+    xds_tls_addr: OptionalAddr,
+
+    /// Namespace of pilot's own identity.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    pod_namespace: String,
+
+    /// Service account of pilot's own identity.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "pilot")]
+    service_account: String,
+
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+
+    /// pilot's serving certificate for the TLS port: citadel's address, the
+    /// root to trust, the token to present, lifetime and rotation.
+    #[command(flatten)]
+    identity: IdentityArgs,
 
     /// Address of the HTTP server for /metrics, /healthz/*, /version and /debug/*.
     #[arg(long, env = "TRIREME_HTTP_ADDR", default_value = "0.0.0.0:15014")]
@@ -67,6 +94,19 @@ fn parse_outbound_mode(mode: &str) -> Result<OutboundMode, String> {
     }
 }
 
+/// A listen address that can be turned off with `none`.
+#[derive(Debug, Clone, Copy)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(OptionalAddr(None));
+    }
+    text.parse()
+        .map(|addr| OptionalAddr(Some(addr)))
+        .map_err(|error| format!("{text:?}: {error} (or `none`)"))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     service_runtime::exit_code(run(Args::parse()).await)
@@ -75,6 +115,14 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::default();
     let config_ready = health.register("config", "waiting for the first full config load");
+    // Bound before the runtime reports ready, so a port clash fails the start.
+    let tls = match args.xds_tls_addr.0 {
+        Some(addr) => Some(start_tls(&args, addr, &health).await?),
+        None => {
+            tracing::info!("xDS over TLS disabled (--xds-tls-addr none)");
+            None
+        }
+    };
     let mut metrics_registry = MetricsRegistry::new(COMPONENT);
     let metrics = XdsMetrics::register(metrics_registry.registry_mut());
     let config_errors = Gauge::<i64>::default();
@@ -139,17 +187,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let ads = AdsServer::new(contexts, shared).into_service();
     let xds_addr = args.xds_addr;
-    tracing::info!(%xds_addr, "serving ADS (state-of-the-world and delta)");
+    tracing::info!(%xds_addr, "serving ADS (state-of-the-world and delta) in plain text");
+    let plaintext = ads_router(ads.clone()).serve_with_shutdown(xds_addr, shutdown.wait());
+    let secure = async {
+        let Some((listener, manager)) = tls else {
+            return Ok(());
+        };
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving ADS over mutual TLS");
+        let served = listener.serve(ads_router(ads), shutdown.wait()).await;
+        drop(manager);
+        served.with_context(|| format!("serving xDS over TLS on {addr}"))
+    };
     runtime
         .run(async move {
-            tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .add_service(ads)
-                .serve_with_shutdown(xds_addr, shutdown.wait())
-                .await
-                .with_context(|| format!("serving xDS on {xds_addr}"))
+            let (plaintext, secure) = tokio::join!(plaintext, secure);
+            plaintext.with_context(|| format!("serving xDS on {xds_addr}"))?;
+            secure
         })
         .await
+}
+
+fn ads_router(ads: AggregatedDiscoveryServiceServer<AdsServer>) -> Router {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads)
+}
+
+/// pilot's own certificate from citadel, and the TLS port bound to serve
+/// with it; ready ("xds-tls") once a certificate has arrived.
+async fn start_tls(
+    args: &Args,
+    addr: SocketAddr,
+    health: &Health,
+) -> anyhow::Result<(TlsListener, CertificateManager)> {
+    let spiffe_id = spiffe_id(
+        &args.trust_domain,
+        &args.pod_namespace,
+        &args.service_account,
+    );
+    let manager = CertificateManager::start(
+        args.identity.manager_config(spiffe_id),
+        CaClient::new(args.identity.ca_client_config())?,
+    )?;
+    health
+        .register("xds-tls", "no serving certificate yet")
+        .follow(manager.subscribe(), pilot::tls::describe_identity);
+    let listener = TlsListener::bind(addr, manager.subscribe())
+        .await
+        .with_context(|| format!("binding the xDS TLS port {addr}"))?;
+    Ok((listener, manager))
 }
 
 /// Ready once the first push context (a complete config load) is published.
@@ -197,5 +284,21 @@ async fn watch_directory(
         if updates.send(config).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_port_defaults_to_15012_and_can_be_turned_off() {
+        let args = Args::try_parse_from(["pilot"]).unwrap();
+        assert_eq!(args.xds_tls_addr.0, Some(([0, 0, 0, 0], 15012).into()));
+        assert_eq!(args.pod_namespace, "istio-system");
+        assert_eq!(args.service_account, "pilot");
+        let args = Args::try_parse_from(["pilot", "--xds-tls-addr", "none"]).unwrap();
+        assert_eq!(args.xds_tls_addr.0, None);
+        assert!(Args::try_parse_from(["pilot", "--xds-tls-addr", "nowhere"]).is_err());
     }
 }

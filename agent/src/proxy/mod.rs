@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod envoy;
 pub mod status;
+pub mod upstream_tls;
 pub mod xds_proxy;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use self::config::{
     parse_labels,
 };
 use self::envoy::{DrainSettings, EnvoyCommand, EnvoyState};
+use self::upstream_tls::TlsUpstream;
 use self::xds_proxy::{PlaintextUpstream, Upstream, XdsProxy};
 
 const COMPONENT: &str = "agent";
@@ -50,6 +52,11 @@ pub struct ProxyArgs {
     /// MUTUAL_TLS (TLS with the workload certificate) or NONE (plain text).
     #[arg(long, value_parser = parse_auth_policy)]
     pub control_plane_auth_policy: Option<ControlPlaneAuthPolicy>,
+
+    /// The identity pilot's certificate must carry (a URI or DNS SAN) under
+    /// MUTUAL_TLS; defaults to `spiffe://<trust-domain>/ns/istio-system/sa/pilot`.
+    #[arg(long, env = "ISTIOD_SAN")]
+    pub discovery_san: Option<String>,
 
     /// The workload certificate: citadel's address, the root to trust, the
     /// token to present, lifetime and rotation. Relative paths are under
@@ -162,6 +169,9 @@ fn parse_auth_policy(text: &str) -> Result<ControlPlaneAuthPolicy, String> {
 /// Defaults Istio's agent uses when nothing says otherwise.
 const DEFAULT_DISCOVERY_ADDRESS: &str = "pilot.istio-system.svc:15012";
 const DEFAULT_TERMINATION_DRAIN: Duration = Duration::from_secs(5);
+/// Whose certificate pilot serves with, unless `--discovery-san` says.
+const DEFAULT_PILOT_NAMESPACE: &str = "istio-system";
+const DEFAULT_PILOT_SERVICE_ACCOUNT: &str = "pilot";
 
 /// The settings every part of the proxy runner uses, resolved once.
 pub struct ProxySettings {
@@ -171,6 +181,8 @@ pub struct ProxySettings {
     pub ports: ProxyPorts,
     pub discovery_address: String,
     pub auth_policy: ControlPlaneAuthPolicy,
+    /// What pilot's certificate must name under MUTUAL_TLS.
+    pub discovery_san: String,
     pub termination_drain: Duration,
     pub xds_mode: XdsMode,
 }
@@ -229,6 +241,13 @@ impl ProxySettings {
                 .control_plane_auth_policy
                 .or(proxy_config.control_plane_auth_policy)
                 .unwrap_or_default(),
+            discovery_san: args.discovery_san.clone().unwrap_or_else(|| {
+                workload_identity::args::spiffe_id(
+                    &args.trust_domain,
+                    DEFAULT_PILOT_NAMESPACE,
+                    DEFAULT_PILOT_SERVICE_ACCOUNT,
+                )
+            }),
             termination_drain: args
                 .termination_drain_duration
                 .or(proxy_config.termination_drain_duration)
@@ -362,10 +381,11 @@ pub async fn run(mut args: ProxyArgs) -> anyhow::Result<()> {
         ControlPlaneAuthPolicy::None => Arc::new(PlaintextUpstream {
             address: settings.discovery_address.clone(),
         }),
-        ControlPlaneAuthPolicy::MutualTls => anyhow::bail!(
-            "controlPlaneAuthPolicy MUTUAL_TLS needs the workload certificate, not available \
-             in this build; use --control-plane-auth-policy NONE with pilot's plain-text port"
-        ),
+        ControlPlaneAuthPolicy::MutualTls => Arc::new(TlsUpstream {
+            address: settings.discovery_address.clone(),
+            san: settings.discovery_san.clone(),
+            identities: manager.subscribe(),
+        }),
     };
     tracing::info!(
         node = %settings.workload.node_id(settings.kind),

@@ -159,7 +159,8 @@ async fn relay_stream<P: Protocol>(
         let mut from_pilot = match open_upstream::<P>(&*upstream, pilot_requests).await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::warn!(pilot = %upstream.describe(), %error, retry_in = ?retry, "pilot not reachable");
+                // `{:#}`: the cause chain, e.g. why pilot's certificate was refused.
+                tracing::warn!(pilot = %upstream.describe(), error = %format_args!("{error:#}"), retry_in = ?retry, "pilot not reachable");
                 // Keep reading Envoy meanwhile: its requests are the state
                 // the next stream resumes from.
                 if !wait_reading_envoy::<P>(&mut downstream, &mut state, retry).await {

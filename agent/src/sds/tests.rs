@@ -266,8 +266,6 @@ impl Write for Captured {
     }
 }
 
-// A current-thread runtime: the server's tasks run on this thread, under the
-// subscriber set here.
 #[tokio::test(flavor = "current_thread")]
 async fn no_log_line_carries_the_private_key() {
     let captured = Captured::default();
@@ -276,7 +274,12 @@ async fn no_log_line_carries_the_private_key() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not a scoped default: a callsite first reached by another test
+    // thread (with no subscriber) would otherwise stay cached as "never
+    // interested", and this test would miss the very lines it checks. Other
+    // tests' lines may land in the capture too; the checks allow for that.
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("no other test sets a global subscriber");
 
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
