@@ -28,25 +28,47 @@ pub struct RuntimeArgs {
     pub drain_timeout: Duration,
 }
 
-/// Reads durations such as `500ms`, `3s` or `1m` on the command line.
+/// Reads durations on the command line and in environment variables:
+/// `500ms`, `3s`, `1m`, and sums of them the way Go's `time.ParseDuration`
+/// (and so Istio's environment variables) writes whole numbers: `2h0m0s`,
+/// `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (use ms, s, m or h)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(format!(
-            "{text:?} has unknown unit {unit:?} (use ms, s, m or h)"
-        )),
+    if text.is_empty() {
+        return Err("empty duration (use e.g. 500ms, 3s, 1h30m)".into());
     }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{text:?}: expected a whole number at {rest:?}"));
+        }
+        let number: u32 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: {} is too large", &rest[..digits]))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "" => return Err(format!("{text:?} has no unit (use ms, s, m or h)")),
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            unit => {
+                return Err(format!(
+                    "{text:?} has unknown unit {unit:?} (use ms, s, m or h)"
+                ));
+            }
+        };
+        total = total.saturating_add(unit.saturating_mul(number));
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -61,6 +83,28 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("3").unwrap_err().contains("no unit"));
         assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn reads_istio_style_durations() {
+        let cases = [
+            ("24h", 24 * 3_600_000),
+            ("2h0m0s", 2 * 3_600_000),
+            ("1h30m", 90 * 60_000),
+            ("90s", 90_000),
+            ("4s", 4000),
+            ("500ms", 500),
+        ];
+        for (text, millis) in cases {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for bad in ["", "24", "1d", "h", "1.5h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }
 

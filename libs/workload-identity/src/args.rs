@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use service_runtime::args::parse_duration;
 
 use crate::ca_client::CaClientConfig;
 use crate::keys::{KeyType, RsaKeySize};
@@ -56,7 +57,7 @@ pub struct IdentityArgs {
     pub token_path: PathBuf,
 
     /// Requested certificate lifetime, e.g. `24h`, `1h30m`, `90s`.
-    #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_go_duration)]
+    #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     pub secret_ttl: Duration,
 
     /// Share of the lifetime left when the certificate is renewed.
@@ -114,43 +115,6 @@ pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> 
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
 
-/// Reads durations the way Istio's environment variables take them (Go's
-/// `time.ParseDuration` for whole numbers): `24h`, `2h0m0s`, `90m`, `500ms`.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: expected a whole number at {rest:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "h" => Duration::from_secs(3600),
-            "m" => Duration::from_secs(60),
-            "s" => Duration::from_secs(1),
-            "ms" => Duration::from_millis(1),
-            other => {
-                return Err(format!(
-                    "{text:?}: unknown unit {other:?} (use h, m, s, ms)"
-                ));
-            }
-        };
-        total =
-            total.saturating_add(unit.saturating_mul(u32::try_from(number).unwrap_or(u32::MAX)));
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,28 +124,6 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         identity: IdentityArgs,
-    }
-
-    #[test]
-    fn reads_istio_style_durations() {
-        let cases = [
-            ("24h", 24 * 3_600_000),
-            ("2h0m0s", 2 * 3_600_000),
-            ("1h30m", 90 * 60_000),
-            ("90s", 90_000),
-            ("4s", 4000),
-            ("500ms", 500),
-        ];
-        for (text, millis) in cases {
-            assert_eq!(
-                parse_go_duration(text),
-                Ok(Duration::from_millis(millis)),
-                "{text}"
-            );
-        }
-        for bad in ["", "24", "1d", "h", "1.5h", "-1s"] {
-            assert!(parse_go_duration(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
