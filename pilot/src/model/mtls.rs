@@ -2,6 +2,7 @@
 //! DestinationRule says nothing about (Istio's auto mTLS): what the client
 //! may assume about the mode the destination's workloads accept.
 
+use super::peer_authentication::MtlsMode;
 use super::service::Resolution;
 use super::{MeshSnapshot, Service};
 
@@ -13,39 +14,28 @@ pub const TLS_MODE_KEY: &str = "tlsMode";
 /// The label's value for workloads with Istio's proxy.
 pub const TLS_MODE_ISTIO: &str = "istio";
 
-/// The mTLS mode of a destination's workloads, as a client infers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MtlsMode {
-    /// Nothing is known (services outside the mesh).
-    Unknown,
-    /// Plaintext only.
-    Disable,
-    /// mTLS and plaintext both accepted.
-    Permissive,
-    /// mTLS only.
-    Strict,
-}
-
-impl MtlsMode {
-    /// Whether clients offer Istio mTLS to the endpoints that carry the
-    /// mesh's `security.istio.io/tlsMode: istio` label (and plaintext to the
-    /// rest).
-    pub fn auto_mtls(self) -> bool {
-        matches!(self, MtlsMode::Permissive | MtlsMode::Strict)
-    }
+/// Whether clients offer Istio mTLS to a destination in `mode` (to the
+/// endpoints that carry the mesh's `security.istio.io/tlsMode: istio` label,
+/// plaintext to the rest); `None` is a destination nothing is known about.
+pub fn auto_mtls(mode: Option<MtlsMode>) -> bool {
+    matches!(mode, Some(MtlsMode::Permissive | MtlsMode::Strict))
 }
 
 /// Istio's best-effort inference: nothing is known about services outside
 /// the mesh; passthrough services are reached as addressed, without mTLS;
 /// in-mesh services accept what their workloads' PeerAuthentication allows.
-pub fn service_mtls_mode(snapshot: &MeshSnapshot, service: &Service, port: u32) -> MtlsMode {
+pub fn service_mtls_mode(
+    snapshot: &MeshSnapshot,
+    service: &Service,
+    port: u32,
+) -> Option<MtlsMode> {
     if service.mesh_external {
-        return MtlsMode::Unknown;
+        return None;
     }
     if service.resolution == Resolution::Passthrough {
-        return MtlsMode::Disable;
+        return Some(MtlsMode::Disable);
     }
-    workload_mtls_mode(snapshot, &service.namespace, port)
+    Some(workload_mtls_mode(snapshot, &service.namespace, port))
 }
 
 /// The mode PeerAuthentication gives workloads of `namespace` on `port`: the
@@ -53,15 +43,9 @@ pub fn service_mtls_mode(snapshot: &MeshSnapshot, service: &Service, port: u32) 
 /// Clusters are per service, not per workload, so selector policies are not
 /// consulted here, as in Istio's auto mTLS.
 fn workload_mtls_mode(snapshot: &MeshSnapshot, namespace: &str, port: u32) -> MtlsMode {
-    use super::peer_authentication::MtlsMode as Policy;
-    match snapshot
+    snapshot
         .workload_mtls(namespace, &Default::default())
         .port(port)
-    {
-        Policy::Strict => MtlsMode::Strict,
-        Policy::Permissive => MtlsMode::Permissive,
-        Policy::Disable => MtlsMode::Disable,
-    }
 }
 
 #[cfg(test)]
@@ -86,12 +70,12 @@ mod tests {
     fn only_in_mesh_services_reached_through_the_registry_get_auto_mtls() {
         let snapshot = MeshSnapshot::default();
         let mode = |s: &Service| service_mtls_mode(&snapshot, s, 80);
-        assert!(mode(&service(false, Resolution::Static)).auto_mtls());
-        assert!(mode(&service(false, Resolution::Dns)).auto_mtls());
-        assert_eq!(mode(&service(true, Resolution::Static)), MtlsMode::Unknown);
+        assert!(auto_mtls(mode(&service(false, Resolution::Static))));
+        assert!(auto_mtls(mode(&service(false, Resolution::Dns))));
+        assert_eq!(mode(&service(true, Resolution::Static)), None);
         assert_eq!(
             mode(&service(false, Resolution::Passthrough)),
-            MtlsMode::Disable
+            Some(MtlsMode::Disable)
         );
     }
 }

@@ -32,7 +32,7 @@ use super::traffic_policy::{
     AutoMtls, DEFAULT_CONNECT_TIMEOUT, EffectivePolicy, PolicyTarget, UpstreamCluster,
     apply_traffic_policy, effective_policy, std_to_proto,
 };
-use crate::model::mtls::service_mtls_mode;
+use crate::model::mtls::{auto_mtls, service_mtls_mode};
 use crate::model::service::Resolution;
 use crate::model::snapshot::namespace_of;
 use crate::model::{MeshSnapshot, Protocol, Proxy, ProxyScope, ProxyType, Service, ServicePort};
@@ -83,7 +83,7 @@ fn service_clusters(snapshot: &MeshSnapshot, proxy: &Proxy, service: &Service) -
         || service
             .ports
             .iter()
-            .any(|p| service_mtls_mode(snapshot, service, p.number).auto_mtls());
+            .any(|p| auto_mtls(service_mtls_mode(snapshot, service, p.number)));
     let service_accounts = if may_use_mtls {
         service_accounts(snapshot, service)
     } else {
@@ -164,7 +164,11 @@ fn outbound_cluster(
     };
     apply_traffic_policy(&mut cluster, &policy, &target);
     if policy.tls.is_none()
-        && service_mtls_mode(destination.snapshot, service, port.number).auto_mtls()
+        && auto_mtls(service_mtls_mode(
+            destination.snapshot,
+            service,
+            port.number,
+        ))
     {
         destination.auto_mtls.apply(&mut cluster, &sni);
     }
