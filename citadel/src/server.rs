@@ -11,12 +11,11 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
+use service_runtime::tls_incoming::tls_incoming;
 use time::OffsetDateTime;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 
 use crate::authority::{Authority, SignError};
@@ -26,10 +25,6 @@ use crate::service::CertificateService;
 /// Default lifetime of citadel's own serving certificate; it is renewed at
 /// half of it, like workload certificates.
 pub const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// A client that has not finished its handshake by then is dropped, so slow
-/// or stuck peers cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After a failed renewal, try again this soon (the current certificate is
 /// still valid: renewal starts at half its lifetime).
@@ -57,6 +52,8 @@ pub struct ServingTls {
     dns_names: Vec<String>,
     ttl: Duration,
     current: RwLock<Current>,
+    /// What the accept loop handshakes with, replaced with `current`.
+    acceptors: watch::Sender<Option<TlsAcceptor>>,
 }
 
 struct Current {
@@ -75,10 +72,12 @@ impl ServingTls {
         ttl: Duration,
     ) -> Result<Self, TlsError> {
         let current = issue(authority, &dns_names, ttl)?;
+        let (acceptors, _) = watch::channel(Some(TlsAcceptor::from(current.config.clone())));
         Ok(Self {
             dns_names,
             ttl,
             current: RwLock::new(current),
+            acceptors,
         })
     }
 
@@ -87,6 +86,8 @@ impl ServingTls {
     pub fn renew(&self, authority: &Authority) -> Result<OffsetDateTime, TlsError> {
         let fresh = issue(authority, &self.dns_names, self.ttl)?;
         let not_after = fresh.not_after;
+        self.acceptors
+            .send_replace(Some(TlsAcceptor::from(fresh.config.clone())));
         *self.current.write().expect("TLS settings lock poisoned") = fresh;
         Ok(not_after)
     }
@@ -96,11 +97,6 @@ impl ServingTls {
     pub fn renew_at(&self) -> OffsetDateTime {
         let current = self.current.read().expect("TLS settings lock poisoned");
         current.issued_at + (current.not_after - current.issued_at) / 2
-    }
-
-    fn acceptor(&self) -> TlsAcceptor {
-        let current = self.current.read().expect("TLS settings lock poisoned");
-        TlsAcceptor::from(current.config.clone())
     }
 
     /// Renews the serving certificate at half its life and whenever the
@@ -216,51 +212,12 @@ impl GrpcServer {
         service: CertificateService,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let (connections, incoming) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_tls(self.listener, self.tls, connections));
+        let (incoming, acceptor) = tls_incoming(self.listener, self.tls.acceptors.subscribe());
         let served = Server::builder()
             .add_service(service.into_server())
-            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         acceptor.abort();
         served
-    }
-}
-
-type Connection = Result<TlsStream<TcpStream>, std::io::Error>;
-
-/// Accepts TCP connections and hands each to the server once its TLS
-/// handshake, with the settings current at that moment, has completed.
-async fn accept_tls(
-    listener: TcpListener,
-    tls: Arc<ServingTls>,
-    connections: mpsc::Sender<Connection>,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: wait, do not spin.
-                tracing::warn!(%error, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Without it each small response waits for the client's delayed
-        // ACK: about 40 ms per CreateCertificate, whatever the load.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
-        }
-        let acceptor = tls.acceptor();
-        let connections = connections.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = connections.send(Ok(stream)).await;
-                }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
     }
 }

@@ -8,22 +8,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use service_runtime::tls_incoming::tls_incoming;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 use workload_identity::{IdentityReceiver, WorkloadIdentity};
-
-/// A client that has not finished its handshake by then (including the wait
-/// for pilot's first certificate) is dropped, so stuck peers cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why an identity could not become TLS settings.
 #[derive(Debug, thiserror::Error)]
@@ -130,57 +124,12 @@ impl TlsListener {
         router: tonic::transport::server::Router,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let (connections, incoming) = mpsc::channel(64);
-        let accept = tokio::spawn(accept_tls(self.listener, self.acceptors, connections));
+        let (incoming, accept) = tls_incoming(self.listener, self.acceptors);
         let served = router
-            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         accept.abort();
         served
-    }
-}
-
-type Connection = Result<TlsStream<TcpStream>, std::io::Error>;
-
-async fn accept_tls(
-    listener: TcpListener,
-    acceptors: watch::Receiver<Option<TlsAcceptor>>,
-    connections: mpsc::Sender<Connection>,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: wait, do not spin.
-                tracing::warn!(%error, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // xDS pushes are many small frames; do not let them wait for ACKs.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "setting TCP_NODELAY failed");
-        }
-        let mut acceptors = acceptors.clone();
-        let connections = connections.clone();
-        tokio::spawn(async move {
-            let handshake = async {
-                let acceptor = acceptors
-                    .wait_for(Option::is_some)
-                    .await
-                    .map_err(|_| std::io::Error::other("no serving certificate"))?
-                    .clone()
-                    .expect("waited for Some");
-                acceptor.accept(tcp).await
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(stream)) => {
-                    let _ = connections.send(Ok(stream)).await;
-                }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "xDS TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "xDS TLS handshake timed out"),
-            }
-        });
     }
 }
 
@@ -202,6 +151,7 @@ pub fn describe_identity(identity: &Option<Arc<WorkloadIdentity>>) -> (bool, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use workload_identity::testing::TestCa;
 
     #[test]

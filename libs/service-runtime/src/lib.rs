@@ -7,6 +7,8 @@
 //! - [`metrics`]: a Prometheus registry with build and process metrics;
 //! - [`health`]: named readiness conditions behind `/healthz/ready`;
 //! - [`shutdown`]: SIGTERM/SIGINT handling with a bounded drain;
+//! - [`tls_incoming`]: TLS connections for a gRPC server whose certificate
+//!   changes at run time;
 //! - [`admin_server`]: the HTTP server for `/metrics`, `/healthz/*` and `/version`;
 //! - [`ServiceRuntime`]: all of the above started in one call.
 
@@ -17,6 +19,7 @@ pub mod metrics;
 mod runtime;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls_incoming;
 pub mod version;
 
 pub use args::{BusArgs, ControlPlaneArgs, LogFormat, RuntimeArgs};
