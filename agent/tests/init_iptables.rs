@@ -1,26 +1,22 @@
 //! `agent init` against the real iptables, in throwaway network namespaces.
 //!
 //! Most tests need root (network namespaces, iptables, switching uid). When
-//! not root, or when `ip`, `iptables-save`, `iptables-restore`, `bash` or
-//! `timeout` are missing, they print why and pass without checking anything.
+//! not root, or when a tool they use (`ip`, `iptables-save`, `bash`, ...) is
+//! missing, they print why and pass without checking anything.
 //! This machine and CI run as root, so there they run.
 
 use std::{
-    fs::File,
     io::{ErrorKind, Read},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     os::unix::process::CommandExt,
-    path::Path,
-    process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
+    process::Command,
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use nix::{
-    sched::{CloneFlags, setns},
-    sys::socket::{getsockopt, sockopt},
-};
+use integration_tests::netns::{NetNs, cannot_run_as_root, run};
+use integration_tests::require_root;
+use nix::sys::socket::{getsockopt, sockopt};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent");
 const PROXY_UID: u32 = 1337;
@@ -32,82 +28,15 @@ const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 /// arrives in milliseconds.
 const ARRIVAL: Duration = Duration::from_secs(5);
 
-/// Why the root tests cannot run here, if they cannot.
-fn cannot_run_as_root() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root for network namespaces and iptables".into());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for tool in ["ip", "iptables-save", "iptables-restore", "bash", "timeout"] {
-        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
+/// What the capture tests do inside a namespace.
+trait CaptureChecks {
+    fn init(&self, args: &[&str]);
+    fn nat(&self) -> String;
+    fn listen(&self, addr: SocketAddrV4) -> TcpListener;
+    fn connect_as(&self, uid: u32, gid: u32, to: SocketAddrV4, tag: &'static str) -> bool;
 }
 
-macro_rules! require_root {
-    () => {
-        if let Some(reason) = cannot_run_as_root() {
-            eprintln!("skipping: {reason}");
-            return;
-        }
-    };
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("running {program}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// A network namespace of its own, deleted (with its interfaces and rules)
-/// when dropped, even when the test fails.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn new() -> Self {
-        static CREATED: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let name = format!(
-            "trireme-init-{}-{}-{nanos:x}",
-            std::process::id(),
-            CREATED.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = Self { name };
-        // Redirected connections arrive over loopback.
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    }
-
-    fn exec(&self, program: &str, args: &[&str]) -> Output {
-        let mut all = vec!["netns", "exec", &self.name, program];
-        all.extend_from_slice(args);
-        Command::new("ip")
-            .args(&all)
-            .output()
-            .expect("running ip netns exec")
-    }
-
+impl CaptureChecks for NetNs {
     /// Runs `agent init` inside the namespace and insists that it succeeds.
     fn init(&self, args: &[&str]) {
         let mut all = vec!["init"];
@@ -134,19 +63,6 @@ impl NetNs {
             })
             .map(|line| format!("{line}\n"))
             .collect()
-    }
-
-    /// Runs `work` on a thread that has entered this namespace; sockets it
-    /// opens and processes it starts belong to the namespace.
-    fn enter<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = Path::new("/run/netns").join(&self.name);
-        thread::spawn(move || {
-            let ns = File::open(&path).expect("opening the namespace");
-            setns(&ns, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
-            work()
-        })
-        .join()
-        .expect("namespace thread panicked")
     }
 
     fn listen(&self, addr: SocketAddrV4) -> TcpListener {
@@ -178,21 +94,10 @@ impl NetNs {
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let deleted = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        if !matches!(deleted, Ok(status) if status.success()) {
-            eprintln!("could not delete network namespace {}", self.name);
-        }
-    }
-}
-
 /// A pod and a server machine joined by a veth pair: 10.9.9.1 and 10.9.9.9.
 fn pod_and_server() -> (NetNs, NetNs) {
-    let pod = NetNs::new();
-    let server = NetNs::new();
+    let pod = NetNs::new("init");
+    let server = NetNs::new("init");
     run(
         "ip",
         &[
@@ -200,14 +105,14 @@ fn pod_and_server() -> (NetNs, NetNs) {
             "add",
             "eth0",
             "netns",
-            &pod.name,
+            pod.name(),
             "type",
             "veth",
             "peer",
             "name",
             "eth0",
             "netns",
-            &server.name,
+            server.name(),
         ],
     );
     for (ns, addr) in [(&pod, "10.9.9.1/24"), (&server, "10.9.9.9/24")] {
@@ -275,7 +180,7 @@ fn dry_run(args: &[&str]) -> String {
 #[test]
 fn installs_what_dry_run_shows_the_same_way_twice_and_cleans_up() {
     require_root!();
-    let pod = NetNs::new();
+    let pod = NetNs::new("init");
     // Somebody else's rule, which init must leave alone.
     let foreign = "-A OUTPUT -d 192.0.2.1/32 -j RETURN";
     let output = pod.exec(
@@ -359,7 +264,7 @@ fn dry_run_needs_no_privileges_and_changes_nothing() {
         expect_plan(dry_run(&[]).as_bytes());
         return;
     }
-    let pod = NetNs::new();
+    let pod = NetNs::new("init");
     let before = pod.nat();
     let output = pod.enter(|| {
         Command::new(AGENT)

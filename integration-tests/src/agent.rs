@@ -1,5 +1,6 @@
-//! `agent proxy` as a process, with a real Envoy, in interception mode NONE
-//! (no root needed): every port its own, so several can share a host.
+//! `agent proxy` as a process, with a real Envoy: in interception mode NONE
+//! (no root needed), every port its own so several can share a host; or
+//! in a pod's network namespace with `agent init`'s capture rules (root).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,8 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::http_client::HttpRequest;
+use crate::netns::PodNetwork;
 use crate::workload::CaFixture;
-use crate::{Process, binary, eventually, free_port, http_get, log_tail, tool};
+use crate::{Process, binary, eventually, free_port, log_tail, tool};
 
 /// The ports of one agent and its Envoy.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +22,14 @@ pub struct AgentPorts {
 }
 
 impl AgentPorts {
+    /// Istio's: status 15020, admin 15000, stats 15090, readiness 15021.
+    pub const ISTIO: AgentPorts = AgentPorts {
+        status: 15020,
+        admin: 15000,
+        stats: 15090,
+        readiness: 15021,
+    };
+
     pub fn free() -> AgentPorts {
         AgentPorts {
             status: free_port(),
@@ -37,6 +47,9 @@ pub struct Agent {
     pub node_id: String,
     root: std::path::PathBuf,
     log: std::path::PathBuf,
+    /// The pod's network namespace, where its ports are; none when the
+    /// agent shares the host's network.
+    netns: Option<String>,
 }
 
 /// What Kubernetes mounts into an injected pod: the projected token and
@@ -54,11 +67,60 @@ fn mount_pod_secrets(root: &Path, workload: &AgentWorkload<'_>, ca: &CaFixture) 
     std::fs::write(root_cert, ca.citadel.root_cert_pem()).unwrap();
 }
 
-fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    HttpRequest::get(path)
-        .timeout(Duration::from_secs(5))
-        .send(([127, 0, 0, 1], port).into())
-        .map(|response| (response.status, response.body))
+/// GET `path` from `127.0.0.1:port`, inside `netns` when given.
+fn get(netns: Option<&str>, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let path = path.to_owned();
+    let request = move || {
+        HttpRequest::get(&path)
+            .timeout(Duration::from_secs(5))
+            .send(([127, 0, 0, 1], port).into())
+            .map(|response| (response.status, response.body))
+    };
+    match netns {
+        Some(netns) => crate::netns::enter(netns, request),
+        None => request(),
+    }
+}
+
+/// The `agent proxy sidecar` arguments every placement shares: who the
+/// workload is, where pilot is, and the agent's ports.
+fn proxy_args(
+    workload: &AgentWorkload<'_>,
+    pilot_xds: SocketAddr,
+    auth_policy: &str,
+    ports: &AgentPorts,
+) -> Vec<String> {
+    let pairs = [
+        ("--control-plane-auth-policy", auth_policy.to_owned()),
+        ("--discovery-address", pilot_xds.to_string()),
+        ("--pod-name", workload.pod.to_owned()),
+        ("--pod-namespace", workload.namespace.to_owned()),
+        ("--instance-ip", workload.ip.to_owned()),
+        ("--service-account", workload.service_account.to_owned()),
+        ("--labels", workload.labels.to_owned()),
+        ("--status-port", ports.status.to_string()),
+        ("--admin-port", ports.admin.to_string()),
+        ("--stats-port", ports.stats.to_string()),
+        ("--readiness-port", ports.readiness.to_string()),
+        ("--termination-drain-duration", "1s".to_owned()),
+    ];
+    let mut args = vec!["proxy".to_owned(), "sidecar".to_owned()];
+    for (flag, value) in pairs {
+        args.extend([flag.to_owned(), value]);
+    }
+    args
+}
+
+/// Gives the pod's files to the proxy user (uid and gid 1337), as the
+/// kubelet's fsGroup does, and opens the way to them.
+fn hand_to_proxy_user(root: &Path) {
+    crate::netns::run("chown", &["-R", "1337:1337", &root.to_string_lossy()]);
+    let temp = std::env::temp_dir();
+    let mut dir = root.parent();
+    while let Some(parent) = dir.filter(|dir| dir.starts_with(&temp) && *dir != temp) {
+        crate::netns::set_mode(parent, 0o755);
+        dir = parent.parent();
+    }
 }
 
 /// Who the workload is.
@@ -106,47 +168,84 @@ impl Agent {
         extra_args: &[&str],
     ) -> Agent {
         let ports = AgentPorts::free();
-        let log = root.join("agent.log");
-        mount_pod_secrets(root, workload, ca);
         let mut command = Command::new(binary("agent"));
+        command.args(proxy_args(workload, pilot_xds, auth_policy, &ports));
         command
-            .args([
-                "proxy",
-                "sidecar",
-                "--control-plane-auth-policy",
-                auth_policy,
-            ])
-            .args(["--discovery-address", &pilot_xds.to_string()])
             .arg("--root-dir")
             .arg(root)
             .arg("--envoy-bin")
             .arg(tool("ENVOY_BIN", "envoy"))
             .args(["--interception-mode", "NONE"])
             .args([
-                "--pod-name",
-                workload.pod,
-                "--pod-namespace",
-                workload.namespace,
-            ])
-            .args([
-                "--instance-ip",
-                workload.ip,
-                "--service-account",
-                workload.service_account,
-            ])
-            .args(["--labels", workload.labels])
-            .args(["--status-port", &ports.status.to_string()])
-            .args(["--admin-port", &ports.admin.to_string()])
-            .args(["--stats-port", &ports.stats.to_string()])
-            .args(["--readiness-port", &ports.readiness.to_string()])
-            .args(["--termination-drain-duration", "1s"])
-            .args([
                 "--ca-address",
                 &format!("localhost:{}", ca.citadel.grpc_addr.port()),
             ])
-            .args(extra_args)
-            .env_remove("PROXY_CONFIG")
-            .env_remove("ISTIOD_SAN");
+            .args(extra_args);
+        Self::launch(root, workload, ca, command, ports, None)
+    }
+
+    /// Starts a pod's sidecar as Istio's injected containers do, in the
+    /// pod's network namespace: `agent init` writes the capture rules (as
+    /// root, the init container), then `agent proxy sidecar` runs as the
+    /// proxy user 1337 on Istio's standard ports, its Envoy intercepting
+    /// the app's traffic. pilot (plain text) and `ca`'s citadel must listen
+    /// on the network's gateway.
+    pub fn start_in_pod(
+        network: &PodNetwork,
+        pod: &str,
+        root: &Path,
+        workload: &AgentWorkload<'_>,
+        pilot_xds: SocketAddr,
+        ca: &CaFixture,
+        extra_args: &[&str],
+    ) -> Agent {
+        let netns = network.pod(pod);
+        let agent = network.runnable_by_anyone(&binary("agent"));
+        let init = netns.exec(&agent, &["init"]);
+        assert!(
+            init.status.success(),
+            "agent init in {pod}: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let ports = AgentPorts::ISTIO;
+        let mut command = netns.command("setpriv");
+        command
+            .args(["--reuid=1337", "--regid=1337", "--clear-groups"])
+            .arg(&agent)
+            .args(proxy_args(workload, pilot_xds, "NONE", &ports))
+            .arg("--root-dir")
+            .arg(root)
+            .arg("--envoy-bin")
+            .arg(network.runnable_by_anyone(&tool("ENVOY_BIN", "envoy")))
+            .args(["--interception-mode", "REDIRECT"])
+            .args(["--ca-address", &ca.citadel.grpc_addr.to_string()])
+            .args(["--ca-server-name", "localhost"])
+            .args(extra_args);
+        Self::launch(
+            root,
+            workload,
+            ca,
+            command,
+            ports,
+            Some(netns.name().to_owned()),
+        )
+    }
+
+    /// Mounts the pod's secrets under `root` and starts `command`.
+    fn launch(
+        root: &Path,
+        workload: &AgentWorkload<'_>,
+        ca: &CaFixture,
+        mut command: Command,
+        ports: AgentPorts,
+        netns: Option<String>,
+    ) -> Agent {
+        mount_pod_secrets(root, workload, ca);
+        if netns.is_some() {
+            hand_to_proxy_user(root);
+        }
+        command.env_remove("PROXY_CONFIG").env_remove("ISTIOD_SAN");
+        let log = root.join("agent.log");
         let process = Process::spawn_logged("agent", command, &log);
         let node_id = format!(
             "sidecar~{}~{}.{}~{}.svc.cluster.local",
@@ -158,31 +257,32 @@ impl Agent {
             node_id,
             root: root.to_owned(),
             log,
+            netns,
         }
     }
 
     /// Waits until Envoy's readiness port (answered by the agent through
     /// Envoy) says ready.
     pub fn wait_ready(&mut self, limit: Duration) {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.ports.readiness).into();
         let log = self.log.clone();
+        let (netns, port) = (self.netns.clone(), self.ports.readiness);
         let process = &mut self.process;
         eventually("the proxy to be ready on its readiness port", limit, || {
             if let Some(status) = process.exited() {
                 panic!("agent exited with {status}:\n{}", log_tail(&log, 40));
             }
-            http_get(addr, "/healthz/ready")
+            get(netns.as_deref(), port, "/healthz/ready")
                 .ok()
                 .filter(|(code, _)| *code == 200)
         });
     }
 
     pub fn envoy_admin(&self, path: &str) -> std::io::Result<(u16, String)> {
-        get(self.ports.admin, path)
+        get(self.netns.as_deref(), self.ports.admin, path)
     }
 
     pub fn status(&self, path: &str) -> std::io::Result<(u16, String)> {
-        get(self.ports.status, path)
+        get(self.netns.as_deref(), self.ports.status, path)
     }
 
     /// The pid of the Envoy this agent started: the process whose command

@@ -9,7 +9,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -106,6 +106,8 @@ pub struct Backend {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// The network namespace it listens in, if not the host's.
+    netns: Option<String>,
 }
 
 impl Backend {
@@ -139,7 +141,18 @@ impl Backend {
             addr,
             shared,
             acceptor: Some(acceptor),
+            netns: None,
         }
+    }
+
+    /// Starts a backend on every address of network namespace `netns`, at
+    /// `port`: a pod's app.
+    pub fn start_in_netns(name: &'static str, netns: &str, port: u16) -> Backend {
+        let mut backend = crate::netns::enter(netns, move || {
+            Backend::start_on(name, (Ipv4Addr::UNSPECIFIED, port).into())
+        });
+        backend.netns = Some(netns.to_owned());
+        backend
     }
 
     pub fn name(&self) -> &str {
@@ -179,8 +192,19 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the acceptor so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        // Wake the acceptor so it sees the flag; a wildcard listener over
+        // loopback, which no capture rule redirects.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        let wake = move || {
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        };
+        match &self.netns {
+            Some(netns) => crate::netns::enter(netns, wake),
+            None => wake(),
+        }
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }

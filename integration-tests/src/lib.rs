@@ -18,7 +18,9 @@ pub mod config_dir;
 pub mod envoy;
 pub mod http_client;
 pub mod istio_yaml;
+pub mod netns;
 pub mod pilot;
+pub mod sidecar_mesh;
 pub mod workload;
 
 use std::{

@@ -2,13 +2,14 @@
 //! and a JWT issuer) plus the token and root-cert files a pod would have
 //! mounted, and the `workload-identity` client configuration that uses them.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use workload_identity::CaClientConfig;
 
-use crate::NatsServer;
 use crate::citadel::{Citadel, TestIssuer};
+use crate::{NatsServer, free_port};
 
 /// Everything a workload needs to get certificates from a running citadel.
 pub struct CaFixture {
@@ -25,10 +26,23 @@ pub struct CaFixture {
 impl CaFixture {
     /// citadel with a fresh CA, and a token for `namespace/service_account`.
     pub fn start(namespace: &str, service_account: &str) -> CaFixture {
+        Self::start_on(Ipv4Addr::LOCALHOST.into(), namespace, service_account)
+    }
+
+    /// Like [`CaFixture::start`] with citadel listening on `ip` (the node's
+    /// address, for workloads in network namespaces).
+    pub fn start_on(ip: IpAddr, namespace: &str, service_account: &str) -> CaFixture {
         let dir = tempfile::tempdir().expect("a temp dir");
         let nats = NatsServer::start();
         let issuer = TestIssuer::create(dir.path());
-        let citadel = Citadel::start(&dir.path().join("ca"), &issuer, &nats.url(), &[]);
+        let citadel = Citadel::start_at(
+            (ip, free_port()).into(),
+            (ip, free_port()).into(),
+            &dir.path().join("ca"),
+            &issuer,
+            &nats.url(),
+            &[],
+        );
         let token_path = dir.path().join("istio-token");
         std::fs::write(&token_path, issuer.token(namespace, service_account)).unwrap();
         let root_cert_path = dir.path().join("root-cert.pem");
