@@ -5,14 +5,20 @@
 #
 # Ports (override by environment): NATS 14222, pilot xDS 15010 and 15014, citadel 15114,
 # galley 15214, injector 15314 (each service's /metrics and /healthz/*).
-# The sidecar mesh (deploy/local/config/bookstore-mesh.yaml) runs on
-# 127.0.0.30-32, ports 19080-19082, and its agents on 15400-15429.
+# The sidecar mesh: as root, in network namespaces with iptables capture
+# (deploy/local/config/bookinfo-mesh.yaml, pods on the bridge trireme0,
+# 10.233.0.0/24, where pilot's xDS and citadel listen); otherwise in
+# interception mode NONE (bookstore-mesh.yaml) on 127.0.0.30-32, ports
+# 19080-19082, its agents on 15400-15429. TRIREME_DEMO_NETNS=0 asks for the
+# latter as root too.
 # pilot's mutual-TLS xDS port is off (citadel has 15012 here; the demo's
 # gateway speaks plain text to pilot).
 # TRIREME_DEMO_ONESHOT=1 stops after showing the status instead of waiting.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=deploy/local/pod-network.sh
+source "$root/deploy/local/pod-network.sh"
 bin="$root/target/debug"
 nats_bin="${NATS_SERVER_BIN:-$root/.tools/bin/nats-server}"
 envoy_bin="${ENVOY_BIN:-$root/.tools/bin/envoy}"
@@ -40,6 +46,14 @@ declare -A http_port=(
 services=(pilot citadel galley injector)
 pids=()
 nats_pid=""
+mesh_pods=(productpage reviews-v1 reviews-v2 outsider)
+if can_run_pods && [[ "${TRIREME_DEMO_NETNS:-1}" != 0 ]]; then
+  pods=netns
+  control_plane_ip="$node_ip"
+else
+  pods=loopback
+  control_plane_ip=127.0.0.1
+fi
 
 bold() { printf '\033[1m%s\033[0m\n' "$*"; }
 say() { printf '  %s\n' "$*"; }
@@ -59,6 +73,9 @@ stop_all() {
     fi
     say "all stopped; logs kept in $run_dir"
   fi
+  if [[ "$pods" == netns ]]; then
+    pod_network_down "${mesh_pods[@]}"
+  fi
 }
 # Ctrl-C is how the demo is meant to end: stop cleanly and report success.
 trap 'stop_all; exit 0' INT TERM
@@ -77,6 +94,10 @@ bold "Trireme local demo"
 say "binaries: $bin"
 say "logs:     $run_dir"
 echo
+
+if [[ "$pods" == netns ]]; then
+  pod_network_up "${mesh_pods[@]}"
+fi
 
 bold "Starting nats-server with JetStream on 127.0.0.1:$nats_port"
 "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$run_dir/jetstream" >"$run_dir/nats.log" 2>&1 &
@@ -101,10 +122,10 @@ for svc in "${services[@]}"; do
   TRIREME_JWKS="$run_dir/jwks.json" \
   TRIREME_HTTP_ADDR="127.0.0.1:${http_port[$svc]}" \
   TRIREME_NATS_URL="nats://127.0.0.1:$nats_port" \
-  TRIREME_XDS_ADDR="127.0.0.1:$xds_port" \
+  TRIREME_XDS_ADDR="$control_plane_ip:$xds_port" \
   TRIREME_XDS_TLS_ADDR=none \
   TRIREME_CONFIG_DIR="$config_dir" \
-  TRIREME_GRPC_ADDR="127.0.0.1:$ca_port" \
+  TRIREME_GRPC_ADDR="$control_plane_ip:$ca_port" \
   TRIREME_CA_DIR="$run_dir/citadel" \
     "$bin/$svc" >"$run_dir/$svc.log" 2>&1 &
   pids+=($!)
@@ -145,7 +166,7 @@ python3 "$root/deploy/local/demo-backend.py" "catalog v1" "${backend_ports[0]}" 
 pids+=($!)
 python3 "$root/deploy/local/demo-backend.py" "catalog v2" "${backend_ports[1]}" >"$run_dir/catalog-v2.log" 2>&1 &
 pids+=($!)
-sed -e "s/@XDS_PORT@/$xds_port/" -e "s/@ADMIN_PORT@/$gateway_admin_port/" \
+sed -e "s/@XDS_HOST@/$control_plane_ip/" -e "s/@XDS_PORT@/$xds_port/" -e "s/@ADMIN_PORT@/$gateway_admin_port/" \
   "$root/deploy/local/gateway-bootstrap.yaml" >"$run_dir/gateway-bootstrap.yaml"
 "$envoy_bin" -c "$run_dir/gateway-bootstrap.yaml" --concurrency 1 --disable-hot-restart \
   -l warning >"$run_dir/gateway-envoy.log" 2>&1 &
@@ -171,61 +192,141 @@ echo
 bold "The gateway as pilot sees it (/debug/syncz)"
 curl -fsS "http://127.0.0.1:${http_port[pilot]}/debug/syncz" | python3 "$root/deploy/local/show-syncz.py"
 echo
-bold "A sidecar mesh without root (interception mode NONE): productpage -> reviews v1/v2"
-python3 "$root/deploy/local/demo-backend.py" "reviews v1" "${mesh_ports[2]}" 127.0.0.31 >"$run_dir/reviews-v1.log" 2>&1 &
-pids+=($!)
-python3 "$root/deploy/local/demo-backend.py" "reviews v2" "${mesh_ports[2]}" 127.0.0.32 >"$run_dir/reviews-v2.log" 2>&1 &
-pids+=($!)
-# start_sidecar <pod> <ip> <service account> <labels> <first of 4 ports>
-start_sidecar() {
-  local pod=$1 ip=$2 sa=$3 labels=$4 port=$5 pod_root="$run_dir/$1"
+# mint_pod_secrets <pod root> <namespace> <service account>: what Kubernetes
+# mounts into an injected pod: the projected token and the trust bundle.
+mint_pod_secrets() {
+  local pod_root=$1 namespace=$2 sa=$3
   mkdir -p "$pod_root/var/run/secrets/tokens" "$pod_root/var/run/secrets/istio"
   "$bin/trireme" token mint --key "$run_dir/jwt-signing-key.pem" --issuer "$jwt_issuer" \
-    -n bookstore --service-account "$sa" --ttl 24h >"$pod_root/var/run/secrets/tokens/istio-token"
+    -n "$namespace" --service-account "$sa" --ttl 24h >"$pod_root/var/run/secrets/tokens/istio-token"
   cp "$run_dir/citadel/root-cert.pem" "$pod_root/var/run/secrets/istio/root-cert.pem"
-  "$bin/agent" proxy sidecar --root-dir "$pod_root" --envoy-bin "$envoy_bin" \
-    --interception-mode NONE --control-plane-auth-policy NONE \
-    --discovery-address "127.0.0.1:$xds_port" --ca-address "localhost:$ca_port" \
-    --pod-name "$pod" --pod-namespace bookstore --instance-ip "$ip" \
-    --service-account "$sa" --labels "$labels" --concurrency 1 \
-    --status-port "$port" --admin-port $((port + 1)) --stats-port $((port + 2)) \
-    --readiness-port $((port + 3)) --termination-drain-duration 1s \
-    >"$run_dir/$pod-agent.log" 2>&1 &
-  pids+=($!)
 }
-start_sidecar reviews-v1 127.0.0.31 reviews app=reviews,version=v1 15400
-start_sidecar reviews-v2 127.0.0.32 reviews app=reviews,version=v2 15410
-start_sidecar productpage-1 127.0.0.30 productpage app=productpage,version=v1 15420
-for port in 15403 15413 15423; do
-  deadline=$((SECONDS + 60))
-  until curl -fsS "http://127.0.0.1:$port/healthz/ready" >/dev/null 2>&1; do
+
+# wait_ready <description> <command>...: until the command succeeds (60 s).
+wait_ready() {
+  local what=$1 deadline=$((SECONDS + 60))
+  shift
+  until "$@" >/dev/null 2>&1; do
     if ((SECONDS > deadline)); then
-      echo "error: a sidecar did not become ready; agent logs follow" >&2
+      echo "error: $what did not become ready; agent logs follow" >&2
       tail -5 "$run_dir"/*-agent.log >&2
       exit 1
     fi
     sleep 0.2
   done
-done
-reviews() { curl -s -H "host: reviews.bookstore.svc.cluster.local" "http://127.0.0.30:${mesh_ports[0]}/"; }
+}
+
+# The mesh without root: every workload its own loopback address, the app
+# calling its sidecar's egress listener.
+start_mesh_on_loopback() {
+  mesh_namespace=bookstore
+  bold "A sidecar mesh without root (interception mode NONE): productpage -> reviews v1/v2"
+  local version pod ip sa labels port=15400
+  for version in v1 v2; do
+    ip=127.0.0.3${version#v}
+    python3 "$root/deploy/local/demo-backend.py" "reviews $version" "${mesh_ports[2]}" "$ip" \
+      >"$run_dir/reviews-$version.log" 2>&1 &
+    pids+=($!)
+  done
+  # pod, address, service account, labels
+  for pod in "reviews-v1 127.0.0.31 reviews app=reviews,version=v1" \
+    "reviews-v2 127.0.0.32 reviews app=reviews,version=v2" \
+    "productpage-1 127.0.0.30 productpage app=productpage,version=v1"; do
+    read -r pod ip sa labels <<<"$pod"
+    mint_pod_secrets "$run_dir/$pod" bookstore "$sa"
+    "$bin/agent" proxy sidecar --root-dir "$run_dir/$pod" --envoy-bin "$envoy_bin" \
+      --interception-mode NONE --control-plane-auth-policy NONE \
+      --discovery-address "127.0.0.1:$xds_port" --ca-address "localhost:$ca_port" \
+      --pod-name "$pod" --pod-namespace bookstore --instance-ip "$ip" \
+      --service-account "$sa" --labels "$labels" --concurrency 1 \
+      --status-port "$port" --admin-port $((port + 1)) --stats-port $((port + 2)) \
+      --readiness-port $((port + 3)) --termination-drain-duration 1s \
+      >"$run_dir/$pod-agent.log" 2>&1 &
+    pids+=($!)
+    port=$((port + 10))
+  done
+  for port in 15403 15413 15423; do
+    wait_ready "a sidecar" curl -fsS "http://127.0.0.1:$port/healthz/ready"
+  done
+  reviews() { curl -s -H "host: reviews.bookstore.svc.cluster.local" "http://127.0.0.30:${mesh_ports[0]}/"; }
+  plain_to_reviews() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.31:${mesh_ports[1]}/"; }
+  mesh_hints=(
+    "curl -H 'host: reviews.bookstore.svc.cluster.local' http://127.0.0.30:${mesh_ports[0]}/   (productpage's sidecar)"
+    "curl http://127.0.0.1:15421/certs   (productpage's Envoy: its SPIFFE certificate, from SDS)"
+  )
+}
+
+# The mesh as Istio runs it (root): a network namespace per pod, `agent
+# init` capturing its traffic, `agent proxy` as the proxy user 1337, and the
+# app calling reviews' virtual IP, knowing nothing of the mesh.
+start_mesh_in_pods() {
+  mesh_namespace=bookinfo
+  bold "A sidecar mesh in network namespaces, traffic captured by iptables: productpage -> reviews v1/v2"
+  # The proxy user must reach the binaries and its pod's files.
+  local pod_bin="$run_dir/bin" index pod sa labels
+  mkdir -p "$pod_bin"
+  cp -L "$bin/agent" "$envoy_bin" "$pod_bin/"
+  chmod 755 "$run_dir" "$pod_bin"
+  for index in 1 2; do
+    in_pod "reviews-v$index" python3 "$root/deploy/local/demo-backend.py" "reviews v$index" 9080 0.0.0.0 \
+      >"$run_dir/reviews-v$index.log" 2>&1 &
+    pids+=($!)
+  done
+  # pod index, service account, labels (the pod's name from mesh_pods)
+  for pod in "1 bookinfo-reviews app=reviews,version=v1" \
+    "2 bookinfo-reviews app=reviews,version=v2" \
+    "0 bookinfo-productpage app=productpage,version=v1"; do
+    read -r index sa labels <<<"$pod"
+    pod="${mesh_pods[$index]}"
+    mint_pod_secrets "$run_dir/$pod" bookinfo "$sa"
+    chown -R 1337:1337 "$run_dir/$pod"
+    # The init container: capture rules into this pod's namespace.
+    in_pod "$pod" "$pod_bin/agent" init >"$run_dir/$pod-init.log" 2>&1
+    in_pod "$pod" setpriv --reuid=1337 --regid=1337 --clear-groups \
+      "$pod_bin/agent" proxy sidecar --root-dir "$run_dir/$pod" --envoy-bin "$pod_bin/envoy" \
+      --control-plane-auth-policy NONE --discovery-address "$node_ip:$xds_port" \
+      --ca-address "$node_ip:$ca_port" --ca-server-name localhost \
+      --pod-name "$pod" --pod-namespace bookinfo --instance-ip "$(pod_ip "$index")" \
+      --service-account "$sa" --labels "$labels" --concurrency 1 \
+      --termination-drain-duration 1s >"$run_dir/$pod-agent.log" 2>&1 &
+    pids+=($!)
+  done
+  for pod in reviews-v1 reviews-v2 productpage; do
+    wait_ready "$pod's sidecar" in_pod "$pod" curl -fsS http://127.0.0.1:15021/healthz/ready
+  done
+  say "pods: $(for i in 0 1 2 3; do printf '%s %s  ' "${mesh_pods[$i]}" "$(pod_ip "$i")"; done)"
+  say "each ran 'agent init' (iptables: outbound -> 15001, inbound -> 15006, uid 1337 exempt; see $run_dir/*-init.log)"
+  reviews() { in_pod productpage curl -s http://10.96.0.20:9080/; }
+  plain_to_reviews() { in_pod outsider curl -s -o /dev/null -w '%{http_code}' "http://$(pod_ip 1):9080/"; }
+  mesh_hints=(
+    "ip netns exec $(pod_ns productpage) curl http://10.96.0.20:9080/   (productpage's app: plain HTTP to reviews' VIP)"
+    "ip netns exec $(pod_ns productpage) curl http://127.0.0.1:15000/certs   (its Envoy's SPIFFE certificate, from SDS)"
+    "ip netns exec $(pod_ns productpage) iptables-save -t nat   (the capture rules)"
+  )
+}
+
+if [[ "$pods" == netns ]]; then
+  start_mesh_in_pods
+else
+  start_mesh_on_loopback
+fi
 say "three agents ready: each got a certificate from citadel (JWT-authenticated) and serves it to its Envoy over SDS"
 say "100 plain-HTTP requests from productpage's app -> $(for _ in $(seq 100); do reviews | cut -d' ' -f1-2; done | count)(VirtualService: 90/10)"
 say "what reviews sees of its caller: $(reviews | sed 's/^[^(]*(//; s/)$//')"
-plain="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.31:${mesh_ports[1]}/" || true)"
+plain="$(plain_to_reviews || true)"
 [[ "$plain" == 000 ]] && plain="refused (connection closed)" || plain="answered $plain"
-say "mutual TLS between the sidecars; a plain-text call straight to reviews' sidecar: $plain"
-say "  (PeerAuthentication STRICT in namespace bookstore)"
+say "mutual TLS between the sidecars; a plain-text call to reviews from outside the mesh: $plain"
+say "  (PeerAuthentication STRICT in namespace $mesh_namespace)"
 echo
 bold "Try it"
 say "curl -H 'host: shop.example.com' http://127.0.0.1:$gateway_port/products"
 say "edit $config_dir/catalog.yaml (e.g. the weights): pilot pushes the change within a second"
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/config_dump?proxyID=router~127.0.0.1~shop-gateway-1.demo~demo.svc.cluster.local"
-say "curl -H 'host: reviews.bookstore.svc.cluster.local' http://127.0.0.30:${mesh_ports[0]}/   (productpage's sidecar)"
-say "curl http://127.0.0.1:15421/certs   (productpage's Envoy: its SPIFFE certificate, from SDS)"
+for hint in "${mesh_hints[@]}"; do say "$hint"; done
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/syncz   (every proxy, what it was sent and ACKed)"
 echo
 bold "Not here yet"
-say "traffic capture with iptables (agent init) runs in the root-only integration tests, not here;"
+[[ "$pods" == netns ]] || say "traffic capture with iptables (agent init): run the demo as root to see it;"
 say "galley validating and publishing to the bus, the injector, Kubernetes: the next issues."
 echo
 

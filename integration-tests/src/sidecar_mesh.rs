@@ -327,6 +327,15 @@ fn config_yaml(
         app,
     } = *ports;
     let [v1, v2] = server_ips;
+    // Under capture the service also answers on the app's own port, so the
+    // servers' sidecars have an outbound listener on the port their
+    // inbound traffic arrives at (as bookinfo's 9080 does).
+    let app_port_too = match interception {
+        Interception::Redirect => {
+            format!("\n  - {{ number: {app}, name: http-app, protocol: HTTP, targetPort: {app} }}")
+        }
+        Interception::None => String::new(),
+    };
     let mut yaml = format!(
         r#"
 apiVersion: networking.istio.io/v1
@@ -336,7 +345,8 @@ spec:
   hosts: [{HOST}]
   addresses: [{SERVICE_VIP}]
   location: MESH_INTERNAL
-  ports: [{{ number: {service}, name: http, protocol: HTTP, targetPort: {inbound} }}]
+  ports:
+  - {{ number: {service}, name: http, protocol: HTTP, targetPort: {inbound} }}{app_port_too}
   resolution: STATIC
   workloadSelector: {{ labels: {{ app: server }} }}
 ---

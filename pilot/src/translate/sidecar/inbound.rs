@@ -120,8 +120,13 @@ fn virtual_inbound(plan: &InboundPlan, capture: Capture) -> Listener {
         name: VIRTUAL_INBOUND_LISTENER.to_string(),
         address: Some(socket_address(any_address, VIRTUAL_INBOUND_PORT)),
         filter_chains: chains,
+        // The original_dst listener filter restores the destination for
+        // chain matching and the original-destination clusters. No hand-off
+        // by original destination: it would give a connection for, say,
+        // :9080 to the outbound listener `0.0.0.0_9080` whenever the pod
+        // also calls a service on its own app port, and that listener sends
+        // it back to this pod: a loop.
         listener_filters,
-        use_original_dst: Some(BoolValue { value: true }),
         transparent: capture.transparent.then_some(BoolValue { value: true }),
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
