@@ -15,6 +15,7 @@ mod parse;
 pub mod resource;
 pub mod security;
 pub mod telemetry;
+pub mod validation;
 
 pub use kinds::{AnyResource, Kind, KindInfo};
 pub use parse::{DocumentLocation, ParseError, ParsedResource, parse_all, parse_documents};

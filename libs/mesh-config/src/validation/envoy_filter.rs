@@ -1,0 +1,154 @@
+//! EnvoyFilter: each patch needs applyTo, an operation and (unless removing)
+//! a value, and its match must fit the kind of object patched.
+
+use super::{Checker, Path, regex, selectors};
+use crate::networking::envoy_filter::{
+    ApplyTo, EnvoyConfigObjectPatch, EnvoyFilter, Operation, PatchContext,
+};
+
+const MAX_PROXY_VERSION: usize = 1024;
+
+pub fn validate(v: &mut Checker, at: &Path, f: &EnvoyFilter) {
+    // Istio warns on every EnvoyFilter: it patches generated Envoy config,
+    // which changes between releases.
+    v.warn(at, "EnvoyFilter patches Envoy's generated configuration, which may change between releases; prefer other APIs");
+    if let Some(selector) = &f.workload_selector {
+        selectors::labels(
+            v,
+            &at.field("workloadSelector").field("labels"),
+            &selector.labels,
+        );
+    }
+    if f.workload_selector.is_some() && !f.target_refs.is_empty() {
+        v.error(
+            &at.field("targetRefs"),
+            "only one of workloadSelector and targetRefs may be set",
+        );
+    }
+    for (i, target) in f.target_refs.iter().enumerate() {
+        selectors::target_ref(v, &at.field("targetRefs").index(i), target);
+    }
+    for (i, patch) in f.config_patches.iter().enumerate() {
+        config_patch(v, &at.field("configPatches").index(i), patch);
+    }
+}
+
+fn config_patch(v: &mut Checker, at: &Path, cp: &EnvoyConfigObjectPatch) {
+    let m = cp.r#match.as_ref();
+    let context = m.and_then(|m| m.context).unwrap_or_default();
+    if m.is_some_and(|m| m.waypoint.is_some()) && context != PatchContext::Waypoint {
+        v.error(
+            &at.field("match").field("waypoint"),
+            "a waypoint match needs context WAYPOINT",
+        );
+    }
+    if context == PatchContext::Waypoint {
+        return; // waypoint patches are checked by the waypoint's own rules
+    }
+    let apply_to = cp.apply_to.unwrap_or_default();
+    if apply_to == ApplyTo::Invalid {
+        v.error(&at.field("applyTo"), "applyTo is required");
+        return;
+    }
+    let Some(patch) = &cp.patch else {
+        v.error(&at.field("patch"), "a patch is required");
+        return;
+    };
+    let operation = patch.operation.unwrap_or_default();
+    if operation == Operation::Invalid {
+        v.error(
+            &at.field("patch").field("operation"),
+            "a patch operation is required",
+        );
+        return;
+    }
+    if operation != Operation::Remove && patch.value.is_none() {
+        v.error(
+            &at.field("patch").field("value"),
+            format!("{operation:?} needs a value"),
+        );
+        return;
+    }
+    if let Some(version) = m
+        .and_then(|m| m.proxy.as_ref())
+        .map(|p| &p.proxy_version)
+        .filter(|v| !v.is_empty())
+    {
+        let at = at.field("match").field("proxy").field("proxyVersion");
+        if version.len() > MAX_PROXY_VERSION {
+            v.warn(
+                &at,
+                format!("proxyVersion longer than {MAX_PROXY_VERSION} characters is ignored"),
+            );
+        } else {
+            v.check(&at, regex::re2(version));
+        }
+    }
+    let Some(m) = m else { return };
+    let match_at = at.field("match");
+    let has_object = m.listener.is_some() || m.route_configuration.is_some() || m.cluster.is_some();
+    if !has_object {
+        return;
+    }
+    match apply_to {
+        ApplyTo::Listener | ApplyTo::FilterChain | ApplyTo::NetworkFilter | ApplyTo::HttpFilter => {
+            let Some(listener) = &m.listener else {
+                v.error(
+                    &match_at,
+                    format!("applyTo {apply_to:?} needs a listener match"),
+                );
+                return;
+            };
+            let Some(filter) = listener
+                .filter_chain
+                .as_ref()
+                .and_then(|c| c.filter.as_ref())
+            else {
+                return;
+            };
+            let filter_at = match_at
+                .field("listener")
+                .field("filterChain")
+                .field("filter");
+            if matches!(apply_to, ApplyTo::Listener | ApplyTo::FilterChain) {
+                v.warn(
+                    &filter_at,
+                    format!("a filter match has no effect with applyTo {apply_to:?}"),
+                );
+            }
+            if filter.name.is_empty() {
+                v.error(&filter_at.field("name"), "a filter match needs a name");
+                return;
+            }
+            if let Some(sub) = &filter.sub_filter {
+                let sub_at = filter_at.field("subFilter");
+                if apply_to != ApplyTo::HttpFilter {
+                    v.error(&sub_at, "subFilter matches need applyTo HTTP_FILTER");
+                } else if !matches!(
+                    filter.name.as_str(),
+                    "envoy.filters.network.http_connection_manager"
+                        | "envoy.http_connection_manager"
+                ) {
+                    v.error(&sub_at, "subFilter matches need the filter to be envoy.filters.network.http_connection_manager");
+                } else if sub.name.is_empty() {
+                    v.error(&sub_at.field("name"), "a subFilter match needs a name");
+                }
+            }
+        }
+        ApplyTo::RouteConfiguration | ApplyTo::VirtualHost | ApplyTo::HttpRoute => {
+            v.require(
+                &match_at,
+                m.route_configuration.is_some(),
+                format!("applyTo {apply_to:?} needs a routeConfiguration match"),
+            );
+        }
+        ApplyTo::Cluster => {
+            v.require(
+                &match_at,
+                m.cluster.is_some(),
+                "applyTo CLUSTER needs a cluster match",
+            );
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,25 @@
+//! PeerAuthentication: port-level mTLS needs a workload selector.
+
+use super::{Checker, Path, selectors};
+use crate::security::PeerAuthentication;
+
+pub fn validate(v: &mut Checker, at: &Path, pa: &PeerAuthentication) {
+    let empty_selector = pa
+        .selector
+        .as_ref()
+        .is_none_or(|s| s.match_labels.is_empty());
+    // The map cannot tell "absent" from "{}" once parsed; both mean no
+    // port-level settings, which Istio accepts when absent.
+    if empty_selector && !pa.port_level_mtls.is_empty() {
+        v.error(&at.field("portLevelMtls"), "portLevelMtls needs a selector with labels: mesh- and namespace-wide policies cannot set it");
+    }
+    for port in pa.port_level_mtls.keys() {
+        let valid = port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+        v.require(
+            &at.field("portLevelMtls").key(port),
+            valid,
+            format!("{port:?} is not a port number in 1..65535"),
+        );
+    }
+    selectors::workload_selector(v, &at.field("selector"), pa.selector.as_ref());
+}
