@@ -21,6 +21,9 @@ enum Command {
     /// Check Istio configuration files offline: every document must parse
     /// strictly into its kind (unknown fields and wrong types are errors).
     Validate(commands::validate::ValidateArgs),
+    /// Show galley's verdicts from the bus: every rejected resource with
+    /// the field and the reason, and warnings.
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Development JWTs for citadel: make a signing key and its JWKS, mint
     /// service-account tokens.
     Token(commands::token::TokenArgs),
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Validate(args) => commands::validate::run(&args),
+        Command::Analyze(args) => commands::analyze::run(&args),
         Command::Token(args) => commands::token::run(&args),
     };
     match outcome {

@@ -63,16 +63,24 @@ impl ProxyIdentity {
 }
 
 /// The bootstrap Envoy starts from: node identity, ADS to pilot at
-/// `xds_port`, admin on `admin_port`. Like Istio's, it also defines the
+/// `xds_ports` (several: replicas behind one Service), admin on `admin_port`. Like Istio's, it also defines the
 /// `sds-grpc` cluster (a Unix socket nobody serves here) that SDS references
 /// in generated clusters and listeners point at.
 pub fn bootstrap(
     identity: &ProxyIdentity,
     api: XdsApi,
-    xds_port: u16,
+    xds_ports: &[u16],
     admin_port: u16,
     sds_socket: &str,
 ) -> Value {
+    let control_planes: Vec<Value> = xds_ports
+        .iter()
+        .map(|port| {
+            json!({ "endpoint": { "address": {
+                "socket_address": { "address": "127.0.0.1", "port_value": port }
+            } } })
+        })
+        .collect();
     let http2 = json!({
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -114,9 +122,7 @@ pub fn bootstrap(
                     "typed_extension_protocol_options": http2,
                     "load_assignment": {
                         "cluster_name": "xds-grpc",
-                        "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
-                            "socket_address": { "address": "127.0.0.1", "port_value": xds_port }
-                        } } }] }]
+                        "endpoints": [{ "lb_endpoints": control_planes }]
                     }
                 },
                 {
@@ -150,13 +156,22 @@ impl Envoy {
     /// Starts Envoy as `identity`, talking `api` to pilot's xDS port, and
     /// waits until its admin API answers (not until it has config).
     pub fn start(identity: ProxyIdentity, api: XdsApi, xds_port: u16) -> Envoy {
+        Self::start_with_control_planes(identity, api, &[xds_port])
+    }
+
+    /// Like [`Envoy::start`] with several pilot replicas to choose from.
+    pub fn start_with_control_planes(
+        identity: ProxyIdentity,
+        api: XdsApi,
+        xds_ports: &[u16],
+    ) -> Envoy {
         let dir = tempfile::tempdir().expect("a temp dir for Envoy");
         let admin_port = free_port();
         let sds_socket = dir.path().join("sds.sock");
         let config = bootstrap(
             &identity,
             api,
-            xds_port,
+            xds_ports,
             admin_port,
             &sds_socket.to_string_lossy(),
         );

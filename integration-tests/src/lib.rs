@@ -16,6 +16,7 @@ pub mod backend;
 pub mod citadel;
 pub mod config_dir;
 pub mod envoy;
+pub mod galley;
 pub mod http_client;
 pub mod istio_yaml;
 pub mod netns;
@@ -178,28 +179,48 @@ impl Drop for Process {
     }
 }
 
-/// A real `nats-server -js` on a free loopback port with its own store.
+/// A real `nats-server -js` on a free loopback port with its own store,
+/// which can be stopped and started again (same port, same store).
 pub struct NatsServer {
     pub port: u16,
-    _process: Process,
-    _store: tempfile::TempDir,
+    process: Option<Process>,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let port = free_port();
         let store = tempfile::tempdir().expect("a temp dir for JetStream");
+        let mut server = NatsServer {
+            port: free_port(),
+            process: None,
+            store,
+        };
+        server.start_again();
+        server
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a goodbye).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again where it was, with what JetStream had stored.
+    pub fn start_again(&mut self) {
         let mut command = Command::new(tool("NATS_SERVER_BIN", "nats-server"));
         command
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path());
-        let process = Process::spawn("nats-server", command);
-        wait_for_port(port, Duration::from_secs(10));
-        NatsServer {
-            port,
-            _process: process,
-            _store: store,
-        }
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path());
+        self.process = Some(Process::spawn("nats-server", command));
+        wait_for_port(self.port, Duration::from_secs(10));
     }
 
     pub fn url(&self) -> String {

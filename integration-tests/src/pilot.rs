@@ -1,4 +1,5 @@
-//! pilot as a process: serving xDS from a watched config directory, with its
+//! pilot as a process: serving xDS from a watched config directory or from
+//! galley's bucket on the bus, with its
 //! HTTP endpoints (`/metrics`, `/debug/syncz`, `/debug/config_dump`) read
 //! back for assertions.
 
@@ -8,6 +9,12 @@ use serde_json::Value;
 
 use crate::workload::CaFixture;
 use crate::{Process, binary, eventually, free_port, http_client::HttpRequest, http_get, log_tail};
+
+/// Where a pilot reads its config.
+enum ConfigFrom<'a> {
+    Dir(&'a Path),
+    Bus(&'a str),
+}
 
 /// A running pilot; killed when dropped (printing its log tail if the test
 /// is failing).
@@ -32,7 +39,15 @@ impl Pilot {
     /// Like [`Pilot::start`] on given addresses: a restarted pilot comes
     /// back where its proxies expect it.
     pub fn start_on(config_dir: &Path, xds_addr: SocketAddr, http_addr: SocketAddr) -> Pilot {
-        Self::spawn(config_dir, xds_addr, http_addr, None)
+        Self::spawn(ConfigFrom::Dir(config_dir), xds_addr, http_addr, None)
+    }
+
+    /// Starts pilot on free loopback ports reading galley's config bucket on
+    /// the bus at `nats_url`; ready once the bucket's state has loaded.
+    pub fn start_from_bus(nats_url: &str) -> Pilot {
+        let xds_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        Self::spawn(ConfigFrom::Bus(nats_url), xds_addr, http_addr, None)
     }
 
     /// Like [`Pilot::start`], plus the mutual-TLS xDS port on a free port,
@@ -42,11 +57,16 @@ impl Pilot {
         let xds_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let tls_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        Self::spawn(config_dir, xds_addr, http_addr, Some((tls_addr, ca)))
+        Self::spawn(
+            ConfigFrom::Dir(config_dir),
+            xds_addr,
+            http_addr,
+            Some((tls_addr, ca)),
+        )
     }
 
     fn spawn(
-        config_dir: &Path,
+        config: ConfigFrom<'_>,
         xds_addr: SocketAddr,
         http_addr: SocketAddr,
         tls: Option<(SocketAddr, &CaFixture)>,
@@ -54,9 +74,12 @@ impl Pilot {
         let log_dir = tempfile::tempdir().expect("a temp dir for pilot's log");
         let log = log_dir.path().join("pilot.log");
         let mut command = Command::new(binary("pilot"));
+        match config {
+            ConfigFrom::Dir(dir) => command.arg("--config-dir").arg(dir),
+            ConfigFrom::Bus(nats_url) => command.args(["--nats-url", nats_url]),
+        };
         command
-            .arg("--config-dir")
-            .arg(config_dir)
+            .env_remove("TRIREME_CONFIG_DIR")
             .arg("--xds-addr")
             .arg(xds_addr.to_string())
             .arg("--http-addr")

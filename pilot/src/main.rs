@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use event_bus::Bus;
 use mesh_config::networking::sidecar::Mode as OutboundMode;
 use pilot::config_source::DirectorySource;
+use pilot::config_source::bus as bus_source;
 use pilot::config_source::directory::POLL_INTERVAL;
 use pilot::model::{ConfigSet, MeshSettings};
 use pilot::tls::TlsListener;
@@ -65,8 +67,13 @@ struct Args {
     http_addr: SocketAddr,
 
     /// Directory of Istio YAML/JSON to serve, read recursively and watched.
-    #[arg(long, env = "TRIREME_CONFIG_DIR")]
+    #[arg(long, env = "TRIREME_CONFIG_DIR", conflicts_with = "nats_url")]
     config_dir: Option<PathBuf>,
+
+    /// Read config from galley's bucket on this NATS bus (comma-separated
+    /// URLs) instead of a directory: the whole bucket, then every change.
+    #[arg(long)]
+    nats_url: Option<String>,
 
     /// Quiet period after a config change before pushing (Istio's PILOT_DEBOUNCE_AFTER).
     #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
@@ -115,6 +122,10 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::default();
     let config_ready = health.register("config", "waiting for the first full config load");
+    let bus_health = args
+        .nats_url
+        .as_ref()
+        .map(|_| health.register("bus", "connecting to NATS"));
     // Bound before the runtime reports ready, so a port clash fails the start.
     let tls = match args.xds_tls_addr.0 {
         Some(addr) => Some(start_tls(&args, addr, &health).await?),
@@ -130,6 +141,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "pilot_config_file_errors",
         "Documents in the config directory that currently fail to parse",
         config_errors.clone(),
+    );
+
+    let bus_connected = Gauge::<i64>::default();
+    metrics_registry.registry_mut().register(
+        "pilot_bus_connected",
+        "1 while connected to the NATS bus config comes from, else 0",
+        bus_connected.clone(),
     );
 
     let (publisher, contexts) = watch::channel(Arc::new(PushContext::empty()));
@@ -165,8 +183,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.token(),
     ));
     follow_first_push(contexts.clone(), config_ready);
-    match args.config_dir {
-        Some(dir) => {
+    match (args.config_dir, &args.nats_url) {
+        (Some(dir), _) => {
             tokio::spawn(watch_directory(
                 dir,
                 updates,
@@ -174,8 +192,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
         }
-        None => {
-            tracing::warn!("no --config-dir given: serving an empty mesh");
+        (None, Some(nats_url)) => {
+            let bus = Bus::connect(nats_url, COMPONENT)
+                .await
+                .with_context(|| format!("connecting to NATS at {nats_url}"))?;
+            follow_bus_connection(&bus, bus_health, &bus_connected);
+            let bucket = bus_source::open_bucket(&bus)
+                .await
+                .context("opening the config bucket")?;
+            tracing::info!(%nats_url, bucket = bucket.name(), "reading config from the bus");
+            let watch = bucket.watch_state();
+            tokio::spawn(async move {
+                // The bus stays open as long as the watch needs it.
+                let _bus = bus;
+                bus_source::follow(watch, updates).await;
+            });
+        }
+        (None, None) => {
+            tracing::warn!("neither --config-dir nor --nats-url given: serving an empty mesh");
             updates.send(ConfigSet::default()).await.ok();
         }
     }
@@ -206,6 +240,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             secure
         })
         .await
+}
+
+/// Reports the bus connection: a gauge, and a health detail that says
+/// "degraded" while disconnected. Readiness stays true: pilot keeps serving
+/// the last config it read, which is better than serving nothing.
+fn follow_bus_connection(bus: &Bus, health: Option<Readiness>, connected: &Gauge<i64>) {
+    let mut states = bus.watch_connection();
+    let connected = connected.clone();
+    tokio::spawn(async move {
+        loop {
+            let state = *states.borrow_and_update();
+            connected.set(i64::from(state.is_connected()));
+            if let Some(health) = &health {
+                if state.is_connected() {
+                    health.set_ready("connected");
+                } else {
+                    health.set_ready(&format!("degraded: NATS {state}, serving the last config"));
+                }
+            }
+            if states.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn ads_router(ads: AggregatedDiscoveryServiceServer<AdsServer>) -> Router {

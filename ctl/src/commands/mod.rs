@@ -1,4 +1,5 @@
 //! One module per `trireme` subcommand.
 
+pub mod analyze;
 pub mod token;
 pub mod validate;

@@ -14,6 +14,7 @@ pub mod networking;
 mod parse;
 pub mod resource;
 pub mod security;
+pub mod store;
 pub mod telemetry;
 pub mod validation;
 

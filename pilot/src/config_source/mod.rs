@@ -1,6 +1,8 @@
-//! Where pilot's Istio config comes from. For now a directory of YAML that is
-//! watched for changes; the bus (fed by galley) comes next.
+//! Where pilot's Istio config comes from: galley's bucket on the bus
+//! (`--nats-url`), or a directory of YAML watched for changes
+//! (`--config-dir`, for tests and single-process setups).
 
+pub mod bus;
 pub mod directory;
 
 pub use directory::{DirectorySource, LoadReport};

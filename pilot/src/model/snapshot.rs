@@ -54,8 +54,7 @@ pub struct ConfigSet {
     pub other: Vec<AnyResource>,
 }
 
-/// The namespace given to resources that name none, as `kubectl` would.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub use mesh_config::store::DEFAULT_NAMESPACE;
 
 impl ConfigSet {
     /// Sorts resources into kinds; namespaces default to `default`. Order is

@@ -1,0 +1,5 @@
+//! Trireme galley: the one door Istio config comes through. It judges every
+//! resource with Istio's validation rules and publishes the valid ones to
+//! the bus, where every pilot replica reads the same state.
+
+pub mod intake;
