@@ -24,6 +24,9 @@ enum Command {
     /// Show galley's verdicts from the bus: every rejected resource with
     /// the field and the reason, and warnings.
     Analyze(commands::analyze::AnalyzeArgs),
+    /// Every proxy connected to any pilot replica and whether it applied
+    /// what it was sent (SYNCED, STALE, NACKED with Envoy's message).
+    ProxyStatus(commands::proxy_status::ProxyStatusArgs),
     /// Development JWTs for citadel: make a signing key and its JWKS, mint
     /// service-account tokens.
     Token(commands::token::TokenArgs),
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         }
         Command::Validate(args) => commands::validate::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
+        Command::ProxyStatus(args) => commands::proxy_status::run(&args),
         Command::Token(args) => commands::token::run(&args),
     };
     match outcome {

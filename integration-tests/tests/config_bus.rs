@@ -289,3 +289,76 @@ fn killing_the_replica_envoy_uses_moves_it_to_the_other_with_identical_config() 
     let after = served_config(&mesh.envoy);
     assert_eq!(before, after, "both replicas serve the same config");
 }
+
+/// `trireme proxy-status` against the bus: (all in sync, output).
+fn proxy_status(nats_url: &str) -> (bool, String) {
+    let output = Command::new(binary("trireme"))
+        .args(["proxy-status", "--nats-url", nats_url])
+        .output()
+        .expect("running trireme proxy-status");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// Writes `resource` under `key` straight into the config bucket, as a
+/// galley that let something through would.
+fn put_behind_galleys_back(nats_url: &str, key: &str, resource: &Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bus = event_bus::Bus::connect(nats_url, "test").await.unwrap();
+        let bucket = bus
+            .kv_bucket::<Value>(event_bus::BucketConfig::new(
+                mesh_config::store::CONFIG_BUCKET,
+            ))
+            .await
+            .unwrap();
+        bucket.put(key, resource).await.unwrap();
+    });
+}
+
+#[test]
+fn proxy_status_shows_the_envoy_synced_on_its_replica_then_nacked_with_envoys_words() {
+    let mesh = BusMesh::start();
+    let serving = mesh.serving_replica();
+    let port = mesh.pilots[serving].as_ref().unwrap().xds_addr.port();
+    let node = mesh.envoy.node_id();
+    let nats_url = mesh.nats.url();
+    let row = eventually("the Envoy in proxy-status", Duration::from_secs(15), || {
+        let (_, table) = proxy_status(&nats_url);
+        let row = table
+            .lines()
+            .find(|line| line.starts_with(&node))?
+            .to_owned();
+        (row.matches("SYNCED").count() == 4).then_some(row)
+    });
+    eprintln!("proxy-status: {row}");
+    assert!(
+        row.contains(&format!("-{port} (delta)")),
+        "on replica :{port}: {row}"
+    );
+
+    // A route with a regex RE2 refuses, as if galley had let it through.
+    let bad = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "catalog", "namespace": NAMESPACE},
+        "spec": {"hosts": ["*"], "gateways": ["gw"], "http": [{
+            "match": [{"uri": {"regex": "([a-z"}}],
+            "route": [{"destination": {"host": HOST, "subset": "v1"}}]
+        }]}
+    });
+    put_behind_galleys_back(&nats_url, "VirtualService/shop/catalog", &bad);
+    let (in_sync, table) = eventually("a NACK in proxy-status", Duration::from_secs(15), || {
+        let (in_sync, table) = proxy_status(&nats_url);
+        table.contains("RDS NACKED").then_some((in_sync, table))
+    });
+    eprintln!("proxy-status:\n{table}");
+    assert!(!in_sync, "proxy-status fails while a proxy refuses config");
+    assert!(table.contains("missing ]"), "RE2's own words, via Envoy: {table}");
+    assert!(mesh.call().is_some_and(|body| body.contains("v1")));
+}

@@ -18,6 +18,7 @@ use pilot::model::{ConfigSet, MeshSettings};
 use pilot::tls::TlsListener;
 use pilot::xds::connection::StreamShared;
 use pilot::xds::debounce::{self, DebounceSettings};
+use pilot::xds::status_publisher;
 use pilot::xds::sync_status::SyncStatus;
 use pilot::xds::{AdsServer, PushContext, XdsMetrics};
 use prometheus_client::metrics::gauge::Gauge;
@@ -72,8 +73,14 @@ struct Args {
 
     /// Read config from galley's bucket on this NATS bus (comma-separated
     /// URLs) instead of a directory: the whole bucket, then every change.
+    /// Proxies' sync state is published there too (`trireme proxy-status`).
     #[arg(long)]
     nats_url: Option<String>,
+
+    /// This replica's name in proxy status (Kubernetes sets POD_NAME);
+    /// defaults to `<hostname>-<xds port>`.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
 
     /// Quiet period after a config change before pushing (Istio's PILOT_DEBOUNCE_AFTER).
     #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
@@ -201,6 +208,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .context("opening the config bucket")?;
             tracing::info!(%nats_url, bucket = bucket.name(), "reading config from the bus");
+            let statuses = status_publisher::open_bucket(&bus)
+                .await
+                .context("opening the proxy status bucket")?;
+            let replica = args
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", hostname(), args.xds_addr.port()));
+            tracing::info!(%replica, "publishing proxies' sync state");
+            tokio::spawn(status_publisher::run(
+                statuses,
+                sync_status.clone(),
+                replica,
+                shutdown.token(),
+            ));
             let watch = bucket.watch_state();
             tokio::spawn(async move {
                 // The bus stays open as long as the watch needs it.
@@ -240,6 +261,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             secure
         })
         .await
+}
+
+/// The machine's name (the pod's, in Kubernetes).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "pilot".to_owned())
 }
 
 /// Reports the bus connection: a gauge, and a health detail that says

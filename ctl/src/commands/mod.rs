@@ -1,5 +1,6 @@
 //! One module per `trireme` subcommand.
 
 pub mod analyze;
+pub mod proxy_status;
 pub mod token;
 pub mod validate;

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use mesh_config::store::Verdict;
+use mesh_config::store::{Verdict, key_safe};
 
 /// One document of the scanned config, judged.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,17 +134,12 @@ pub fn reconcile(
 /// unreadable, or a second definition of one): `File/<path>/<document>`,
 /// the path's characters outside NATS keys' alphabet replaced by `_`.
 pub fn document_key(file: &str, document: usize) -> String {
-    let path: String = file
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_./".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+    let path: Vec<String> = file
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(key_safe)
         .collect();
-    format!("File/{}/{document}", path.trim_matches('/'))
+    format!("File/{}/{document}", path.join("/"))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod push_context;
 pub mod resource_type;
 pub mod server;
 pub mod sotw;
+pub mod status_publisher;
 pub mod stream;
 pub mod sync_status;
 
