@@ -268,9 +268,8 @@ start_mesh_in_pods() {
   cp -L "$bin/agent" "$envoy_bin" "$pod_bin/"
   chmod 755 "$run_dir" "$pod_bin"
   for index in 1 2; do
-    in_pod "reviews-v$index" python3 "$root/deploy/local/demo-backend.py" "reviews v$index" 9080 0.0.0.0 \
-      >"$run_dir/reviews-v$index.log" 2>&1 &
-    pids+=($!)
+    start_in_pod "reviews-v$index" python3 "$root/deploy/local/demo-backend.py" "reviews v$index" 9080 0.0.0.0 \
+      >"$run_dir/reviews-v$index.log" 2>&1
   done
   # pod index, service account, labels (the pod's name from mesh_pods)
   for pod in "1 bookinfo-reviews app=reviews,version=v1" \
@@ -282,14 +281,13 @@ start_mesh_in_pods() {
     chown -R 1337:1337 "$run_dir/$pod"
     # The init container: capture rules into this pod's namespace.
     in_pod "$pod" "$pod_bin/agent" init >"$run_dir/$pod-init.log" 2>&1
-    in_pod "$pod" setpriv --reuid=1337 --regid=1337 --clear-groups \
+    start_in_pod "$pod" setpriv --reuid=1337 --regid=1337 --clear-groups \
       "$pod_bin/agent" proxy sidecar --root-dir "$run_dir/$pod" --envoy-bin "$pod_bin/envoy" \
       --control-plane-auth-policy NONE --discovery-address "$node_ip:$xds_port" \
       --ca-address "$node_ip:$ca_port" --ca-server-name localhost \
       --pod-name "$pod" --pod-namespace bookinfo --instance-ip "$(pod_ip "$index")" \
       --service-account "$sa" --labels "$labels" --concurrency 1 \
-      --termination-drain-duration 1s >"$run_dir/$pod-agent.log" 2>&1 &
-    pids+=($!)
+      --termination-drain-duration 1s >"$run_dir/$pod-agent.log" 2>&1
   done
   for pod in reviews-v1 reviews-v2 productpage; do
     wait_ready "$pod's sidecar" in_pod "$pod" curl -fsS http://127.0.0.1:15021/healthz/ready

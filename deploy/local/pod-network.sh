@@ -12,12 +12,25 @@ pod_ns() { printf 'trireme-%s' "$1"; }
 # pod_network_down <pod>...: removes what pod_network_up made (and what a
 # demo that was killed left behind).
 pod_network_down() {
-  local pod
+  local pod ns
   for pod in "$@"; do
-    ip netns del "$(pod_ns "$pod")" 2>/dev/null || true
+    ns="$(pod_ns "$pod")"
+    # A namespace lives on while processes run in it: stop them first.
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -TERM 2>/dev/null || true
+  done
+  sleep 0.5
+  for pod in "$@"; do
+    ns="$(pod_ns "$pod")"
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
   done
   iptables -D FORWARD -i "$pod_bridge" -o "$pod_bridge" -j ACCEPT 2>/dev/null || true
   ip link del "$pod_bridge" 2>/dev/null || true
+  # Host ends of veth pairs whose pod end outlived its namespace's name.
+  local link
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep '^trireme-v' | cut -d@ -f1); do
+    ip link del "$link" 2>/dev/null || true
+  done
 }
 
 # pod_network_up <pod>...: the bridge, then one namespace per pod, addressed
@@ -52,6 +65,16 @@ in_pod() {
   local pod=$1
   shift
   ip netns exec "$(pod_ns "$pod")" "$@"
+}
+
+# start_in_pod <pod> <command>...: starts the command in the background
+# inside the pod's namespace and adds its pid to `pids` (`ip netns exec`
+# execs the command, so that pid is the command's own).
+start_in_pod() {
+  local pod=$1
+  shift
+  ip netns exec "$(pod_ns "$pod")" "$@" &
+  pids+=($!)
 }
 
 # can_run_pods: whether this machine lets the demo make pods (root, tools).
