@@ -25,9 +25,14 @@ envoy_bin="${ENVOY_BIN:-$root/.tools/bin/envoy}"
 cd "$root"
 config_dir="${TRIREME_DEMO_CONFIG:-deploy/local/config}"
 run_dir="$(mktemp -d -t trireme-demo.XXXXXX)"
+# The demo edits its config to show galley at work: a copy, never the repo's.
+cp -r "$config_dir" "$run_dir/config"
+config_dir="$run_dir/config"
 
 nats_port="${TRIREME_DEMO_NATS_PORT:-14222}"
 xds_port="${TRIREME_DEMO_XDS_PORT:-15010}"
+# A second pilot replica reading the same config from the bus.
+xds_port_b="${TRIREME_DEMO_XDS_PORT_B:-15011}"
 ca_port="${TRIREME_DEMO_CA_PORT:-15012}"
 # The gateway and backend ports are also written in deploy/local/config/.
 gateway_port=18080
@@ -39,11 +44,13 @@ mesh_ports=(19080 19081 19082)
 jwt_issuer="https://trireme.demo.local"
 declare -A http_port=(
   [pilot]="${TRIREME_DEMO_PILOT_PORT:-15014}"
+  [pilot-b]="${TRIREME_DEMO_PILOT_B_PORT:-15514}"
   [citadel]="${TRIREME_DEMO_CITADEL_PORT:-15114}"
   [galley]="${TRIREME_DEMO_GALLEY_PORT:-15214}"
   [injector]="${TRIREME_DEMO_INJECTOR_PORT:-15314}"
 )
-services=(pilot citadel galley injector)
+# galley first: it publishes the config directory the pilots read.
+services=(galley citadel injector pilot pilot-b)
 pids=()
 nats_pid=""
 mesh_pods=(productpage reviews-v1 reviews-v2 outsider)
@@ -83,7 +90,7 @@ trap stop_all EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$nats_port" "$xds_port" "$ca_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}" $(seq 15400 15429); do
+for port in "$nats_port" "$xds_port" "$xds_port_b" "$ca_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}" $(seq 15400 15429); do
   if port_busy "$port"; then
     echo "error: port $port is already in use; stop what uses it or set TRIREME_DEMO_*_PORT" >&2
     exit 1
@@ -117,18 +124,28 @@ done
 "$bin/trireme" token keygen --key-out "$run_dir/jwt-signing-key.pem" \
   --jwks-out "$run_dir/jwks.json" >/dev/null
 
-for svc in "${services[@]}"; do
+nats_url="nats://127.0.0.1:$nats_port"
+# start_service <name>: one control-plane service; pilot-b is a second pilot.
+start_service() {
+  local svc=$1
+  local -a flags=()
+  case $svc in
+    galley) flags=(--config-dir "$config_dir") ;;
+    pilot) flags=(--nats-url "$nats_url" --xds-addr "$control_plane_ip:$xds_port" --pod-name pilot-a) ;;
+    pilot-b) flags=(--nats-url "$nats_url" --xds-addr "$control_plane_ip:$xds_port_b" --pod-name pilot-b) ;;
+  esac
   TRIREME_JWT_ISSUER="$jwt_issuer" \
   TRIREME_JWKS="$run_dir/jwks.json" \
   TRIREME_HTTP_ADDR="127.0.0.1:${http_port[$svc]}" \
-  TRIREME_NATS_URL="nats://127.0.0.1:$nats_port" \
-  TRIREME_XDS_ADDR="$control_plane_ip:$xds_port" \
+  TRIREME_NATS_URL="$nats_url" \
   TRIREME_XDS_TLS_ADDR=none \
-  TRIREME_CONFIG_DIR="$config_dir" \
   TRIREME_GRPC_ADDR="$control_plane_ip:$ca_port" \
   TRIREME_CA_DIR="$run_dir/citadel" \
-    "$bin/$svc" >"$run_dir/$svc.log" 2>&1 &
+    "$bin/${svc%-b}" "${flags[@]}" >"$run_dir/$svc.log" 2>&1 &
   pids+=($!)
+}
+for svc in "${services[@]}"; do
+  start_service "$svc"
 done
 
 # Wait (at most 30 s) for every service to report ready.
@@ -166,7 +183,8 @@ python3 "$root/deploy/local/demo-backend.py" "catalog v1" "${backend_ports[0]}" 
 pids+=($!)
 python3 "$root/deploy/local/demo-backend.py" "catalog v2" "${backend_ports[1]}" >"$run_dir/catalog-v2.log" 2>&1 &
 pids+=($!)
-sed -e "s/@XDS_HOST@/$control_plane_ip/" -e "s/@XDS_PORT@/$xds_port/" -e "s/@ADMIN_PORT@/$gateway_admin_port/" \
+sed -e "s/@XDS_HOST@/$control_plane_ip/" -e "s/@XDS_PORT@/$xds_port/" -e "s/@XDS_PORT_B@/$xds_port_b/" \
+  -e "s/@ADMIN_PORT@/$gateway_admin_port/" \
   "$root/deploy/local/gateway-bootstrap.yaml" >"$run_dir/gateway-bootstrap.yaml"
 "$envoy_bin" -c "$run_dir/gateway-bootstrap.yaml" --concurrency 1 --disable-hot-restart \
   -l warning >"$run_dir/gateway-envoy.log" 2>&1 &
@@ -185,12 +203,31 @@ done
 
 count() { sort | uniq -c | awk '{printf "%s %s: %s   ", $2, $3, $1}'; }
 echo
-bold "Traffic through the gateway (stock Envoy on :$gateway_port, configured by pilot over delta xDS)"
+bold "Traffic through the gateway (stock Envoy on :$gateway_port, configured by pilot over delta xDS; pilot-a or pilot-b, the same config)"
 say "100 requests for shop.example.com    -> $(for _ in $(seq 100); do shop; done | count)(VirtualService: 90/10)"
 say "20 requests with x-user-group:testers -> $(for _ in $(seq 20); do shop -H 'x-user-group: testers'; done | count)(header match: v2 only)"
 echo
-bold "The gateway as pilot sees it (/debug/syncz)"
-curl -fsS "http://127.0.0.1:${http_port[pilot]}/debug/syncz" | python3 "$root/deploy/local/show-syncz.py"
+bold "Config through galley and the bus: validated, then read by both pilot replicas"
+say "galley checks every resource and publishes the valid ones to the bucket trireme-config; pilot-a (:$xds_port) and pilot-b (:$xds_port_b) read it"
+sed -i 's/weight: 90/weight: 50/; s/weight: 10/weight: 50/' "$config_dir/catalog.yaml"
+sleep 2
+say "accepted edit (catalog.yaml: 90/10 -> 50/50): 100 requests -> $(for _ in $(seq 100); do shop; done | count)"
+cat >"$config_dir/catalog-canary.yaml" <<'YAML'
+# An edit galley refuses: RE2, and so Envoy, cannot compile this regex.
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: catalog-canary, namespace: demo }
+spec:
+  hosts: [canary.shop.example.com]
+  gateways: [shop-gateway]
+  http:
+  - match: [{ uri: { regex: "/products/([0-9" } }]
+    route: [{ destination: { host: catalog.demo.svc.cluster.local, subset: v2 } }]
+YAML
+sleep 2
+say "rejected edit (catalog-canary.yaml, a regex RE2 refuses); trireme analyze says:"
+"$bin/trireme" analyze --nats-url "$nats_url" | sed 's/^/    /' || true
+say "the last accepted config keeps serving: 100 requests -> $(for _ in $(seq 100); do shop; done | count)"
 echo
 # mint_pod_secrets <pod root> <namespace> <service account>: what Kubernetes
 # mounts into an injected pod: the projected token and the trust bundle.
@@ -221,22 +258,22 @@ wait_ready() {
 start_mesh_on_loopback() {
   mesh_namespace=bookstore
   bold "A sidecar mesh without root (interception mode NONE): productpage -> reviews v1/v2"
-  local version pod ip sa labels port=15400
+  local version pod ip sa labels pilot_port port=15400
   for version in v1 v2; do
     ip=127.0.0.3${version#v}
     python3 "$root/deploy/local/demo-backend.py" "reviews $version" "${mesh_ports[2]}" "$ip" \
       >"$run_dir/reviews-$version.log" 2>&1 &
     pids+=($!)
   done
-  # pod, address, service account, labels
-  for pod in "reviews-v1 127.0.0.31 reviews app=reviews,version=v1" \
-    "reviews-v2 127.0.0.32 reviews app=reviews,version=v2" \
-    "productpage-1 127.0.0.30 productpage app=productpage,version=v1"; do
-    read -r pod ip sa labels <<<"$pod"
+  # pod, address, service account, labels, pilot replica's port
+  for pod in "reviews-v1 127.0.0.31 reviews app=reviews,version=v1 $xds_port_b" \
+    "reviews-v2 127.0.0.32 reviews app=reviews,version=v2 $xds_port_b" \
+    "productpage-1 127.0.0.30 productpage app=productpage,version=v1 $xds_port"; do
+    read -r pod ip sa labels pilot_port <<<"$pod"
     mint_pod_secrets "$run_dir/$pod" bookstore "$sa"
     "$bin/agent" proxy sidecar --root-dir "$run_dir/$pod" --envoy-bin "$envoy_bin" \
       --interception-mode NONE --control-plane-auth-policy NONE \
-      --discovery-address "127.0.0.1:$xds_port" --ca-address "localhost:$ca_port" \
+      --discovery-address "127.0.0.1:$pilot_port" --ca-address "localhost:$ca_port" \
       --pod-name "$pod" --pod-namespace bookstore --instance-ip "$ip" \
       --service-account "$sa" --labels "$labels" --concurrency 1 \
       --status-port "$port" --admin-port $((port + 1)) --stats-port $((port + 2)) \
@@ -263,7 +300,7 @@ start_mesh_in_pods() {
   mesh_namespace=bookinfo
   bold "A sidecar mesh in network namespaces, traffic captured by iptables: productpage -> reviews v1/v2"
   # The proxy user must reach the binaries and its pod's files.
-  local pod_bin="$run_dir/bin" index pod sa labels
+  local pod_bin="$run_dir/bin" index pod sa labels pilot_port
   mkdir -p "$pod_bin"
   cp -L "$bin/agent" "$envoy_bin" "$pod_bin/"
   chmod 755 "$run_dir" "$pod_bin"
@@ -271,11 +308,12 @@ start_mesh_in_pods() {
     start_in_pod "reviews-v$index" python3 "$root/deploy/local/demo-backend.py" "reviews v$index" 9080 0.0.0.0 \
       >"$run_dir/reviews-v$index.log" 2>&1
   done
-  # pod index, service account, labels (the pod's name from mesh_pods)
-  for pod in "1 bookinfo-reviews app=reviews,version=v1" \
-    "2 bookinfo-reviews app=reviews,version=v2" \
-    "0 bookinfo-productpage app=productpage,version=v1"; do
-    read -r index sa labels <<<"$pod"
+  # pod index, service account, labels, pilot replica's port (the pod's
+  # name from mesh_pods)
+  for pod in "1 bookinfo-reviews app=reviews,version=v1 $xds_port_b" \
+    "2 bookinfo-reviews app=reviews,version=v2 $xds_port_b" \
+    "0 bookinfo-productpage app=productpage,version=v1 $xds_port"; do
+    read -r index sa labels pilot_port <<<"$pod"
     pod="${mesh_pods[$index]}"
     mint_pod_secrets "$run_dir/$pod" bookinfo "$sa"
     chown -R 1337:1337 "$run_dir/$pod"
@@ -283,7 +321,7 @@ start_mesh_in_pods() {
     in_pod "$pod" "$pod_bin/agent" init >"$run_dir/$pod-init.log" 2>&1
     start_in_pod "$pod" setpriv --reuid=1337 --regid=1337 --clear-groups \
       "$pod_bin/agent" proxy sidecar --root-dir "$run_dir/$pod" --envoy-bin "$pod_bin/envoy" \
-      --control-plane-auth-policy NONE --discovery-address "$node_ip:$xds_port" \
+      --control-plane-auth-policy NONE --discovery-address "$node_ip:$pilot_port" \
       --ca-address "$node_ip:$ca_port" --ca-server-name localhost \
       --pod-name "$pod" --pod-namespace bookinfo --instance-ip "$(pod_ip "$index")" \
       --service-account "$sa" --labels "$labels" --concurrency 1 \
@@ -316,16 +354,21 @@ plain="$(plain_to_reviews || true)"
 say "mutual TLS between the sidecars; a plain-text call to reviews from outside the mesh: $plain"
 say "  (PeerAuthentication STRICT in namespace $mesh_namespace)"
 echo
+bold "Every proxy and its pilot replica (trireme proxy-status, from the bus)"
+sleep 2
+"$bin/trireme" proxy-status --nats-url "$nats_url" | sed 's/^/  /' || true
+echo
 bold "Try it"
 say "curl -H 'host: shop.example.com' http://127.0.0.1:$gateway_port/products"
-say "edit $config_dir/catalog.yaml (e.g. the weights): pilot pushes the change within a second"
+say "edit $config_dir/catalog.yaml (e.g. the weights): galley publishes it, both pilots push it within a second"
+say "$bin/trireme analyze --nats-url $nats_url   (galley's verdicts: why a resource is not in effect)"
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/config_dump?proxyID=router~127.0.0.1~shop-gateway-1.demo~demo.svc.cluster.local"
 for hint in "${mesh_hints[@]}"; do say "$hint"; done
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/syncz   (every proxy, what it was sent and ACKed)"
 echo
 bold "Not here yet"
 [[ "$pods" == netns ]] || say "traffic capture with iptables (agent init): run the demo as root to see it;"
-say "galley validating and publishing to the bus, the injector, Kubernetes: the next issues."
+say "galley's admission webhook, the injector, Kubernetes: the next issues."
 echo
 
 if [[ "${TRIREME_DEMO_ONESHOT:-}" == 1 || "${CI:-}" == true ]]; then
