@@ -152,3 +152,98 @@ fn config_patch(v: &mut Checker, at: &Path, cp: &EnvoyConfigObjectPatch) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn ef(patches: &str) -> String {
+        doc(
+            "networking.istio.io/v1alpha3",
+            "EnvoyFilter",
+            &format!("  configPatches:\n{patches}"),
+        )
+    }
+
+    #[test]
+    fn every_envoy_filter_warns() {
+        assert_warning(
+            &ef("  - applyTo: CLUSTER\n    patch: {operation: REMOVE}\n"),
+            "spec",
+        );
+    }
+
+    #[test]
+    fn patch_shapes() {
+        assert_one_error(&ef("  - applyTo: CLUSTER\n"), "spec.configPatches[0].patch");
+        assert_one_error(
+            &ef("  - applyTo: CLUSTER\n    patch: {value: {}}\n"),
+            "spec.configPatches[0].patch.operation",
+        );
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_ROUTE\n    match: {cluster: {service: a}}\n    patch: {operation: MERGE, value: {}}\n",
+            ),
+            "spec.configPatches[0].match",
+        );
+    }
+
+    #[test]
+    fn proxy_version_is_a_regex() {
+        assert_one_error(
+            &ef(
+                "  - applyTo: CLUSTER\n    match: {proxy: {proxyVersion: '^1\\.(?=2)'}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match.proxy.proxyVersion",
+        );
+    }
+
+    #[test]
+    fn filter_matches() {
+        let filter = |apply_to: &str, filter: &str| {
+            ef(&format!(
+                "  - applyTo: {apply_to}\n    match:\n      listener:\n        filterChain:\n          filter: {filter}\n    patch: {{operation: MERGE, value: {{}}}}\n"
+            ))
+        };
+        assert_one_error(
+            &filter("NETWORK_FILTER", "{name: ''}"),
+            "spec.configPatches[0].match.listener.filterChain.filter.name",
+        );
+        assert_one_error(
+            &filter(
+                "HTTP_FILTER",
+                "{name: envoy.filters.network.tcp_proxy, subFilter: {name: x}}",
+            ),
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter",
+        );
+        assert_one_error(
+            &filter(
+                "HTTP_FILTER",
+                "{name: envoy.filters.network.http_connection_manager, subFilter: {name: ''}}",
+            ),
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter.name",
+        );
+        assert_warning(
+            &filter("LISTENER", "{name: envoy.filters.network.tcp_proxy}"),
+            "spec.configPatches[0].match.listener.filterChain.filter",
+        );
+    }
+
+    #[test]
+    fn waypoint_matches_need_the_waypoint_context() {
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_FILTER\n    match: {waypoint: {portNumber: 80}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match.waypoint",
+        );
+        assert_one_error(
+            &doc(
+                "networking.istio.io/v1alpha3",
+                "EnvoyFilter",
+                "  workloadSelector: {labels: {app: a}}\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n",
+            ),
+            "spec.targetRefs",
+        );
+    }
+}

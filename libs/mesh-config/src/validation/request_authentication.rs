@@ -131,3 +131,55 @@ mod tests {
         assert!(jwks_uri("https://example.com:port/keys").is_err());
     }
 }
+
+#[cfg(test)]
+mod rule_tests {
+    use super::super::test_support::*;
+
+    fn rule(body: &str) -> String {
+        doc(
+            "security.istio.io/v1",
+            "RequestAuthentication",
+            &format!("  jwtRules:\n  - issuer: issuer@example.com\n{body}"),
+        )
+    }
+
+    #[test]
+    fn jwt_rule_fields() {
+        assert_valid(&rule(
+            "    jwks: '{\"keys\": [{\"kty\": \"RSA\", \"e\": \"AQAB\", \"n\": \"xyz\"}]}'\n    fromParams: [token]\n    timeout: 5s\n",
+        ));
+        assert_one_error(
+            &rule("    audiences: ['']\n"),
+            "spec.jwtRules[0].audiences[0]",
+        );
+        assert_one_error(&rule("    jwks: 'not json'\n"), "spec.jwtRules[0].jwks");
+        assert_one_error(
+            &rule("    fromParams: ['']\n"),
+            "spec.jwtRules[0].fromParams[0]",
+        );
+        assert_one_error(
+            &rule("    fromCookies: ['']\n"),
+            "spec.jwtRules[0].fromCookies[0]",
+        );
+        assert_one_error(
+            &rule("    outputClaimToHeaders: [{header: 'x jwt', claim: sub}]\n"),
+            "spec.jwtRules[0].outputClaimToHeaders[0].header",
+        );
+        assert_one_error(
+            &rule("    outputClaimToHeaders: [{header: x-sub, claim: ''}]\n"),
+            "spec.jwtRules[0].outputClaimToHeaders[0].claim",
+        );
+        assert_one_error(&rule("    timeout: 0s\n"), "spec.jwtRules[0].timeout");
+    }
+
+    #[test]
+    fn attaches_once() {
+        let doc = doc(
+            "security.istio.io/v1",
+            "RequestAuthentication",
+            "  selector: {matchLabels: {app: a}}\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n",
+        );
+        assert_one_error(&doc, "spec");
+    }
+}
