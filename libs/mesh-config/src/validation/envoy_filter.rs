@@ -1,7 +1,7 @@
 //! EnvoyFilter: each patch needs applyTo, an operation and (unless removing)
 //! a value, and its match must fit the kind of object patched.
 
-use super::{Checker, Path, regex, selectors};
+use super::{Checker, Path, ports, regex, selectors};
 use crate::networking::envoy_filter::{
     ApplyTo, EnvoyConfigObjectPatch, EnvoyFilter, Operation, PatchContext,
 };
@@ -36,14 +36,21 @@ pub fn validate(v: &mut Checker, at: &Path, f: &EnvoyFilter) {
 fn config_patch(v: &mut Checker, at: &Path, cp: &EnvoyConfigObjectPatch) {
     let m = cp.r#match.as_ref();
     let context = m.and_then(|m| m.context).unwrap_or_default();
-    if m.is_some_and(|m| m.waypoint.is_some()) && context != PatchContext::Waypoint {
+    let waypoint = m.and_then(|m| m.waypoint.as_ref());
+    if (context == PatchContext::Waypoint) != waypoint.is_some() {
         v.error(
-            &at.field("match").field("waypoint"),
-            "a waypoint match needs context WAYPOINT",
+            &at.field("match"),
+            "a waypoint match and context WAYPOINT go together: one needs the other",
+        );
+    }
+    if let Some(port) = waypoint.and_then(|w| w.port_number) {
+        v.check(
+            &at.field("match").field("waypoint").field("portNumber"),
+            ports::number(port),
         );
     }
     if context == PatchContext::Waypoint {
-        return; // waypoint patches are checked by the waypoint's own rules
+        return; // Istio's webhook leaves waypoint patches to the waypoint
     }
     let apply_to = cp.apply_to.unwrap_or_default();
     if apply_to == ApplyTo::Invalid {
@@ -235,7 +242,19 @@ mod tests {
             &ef(
                 "  - applyTo: HTTP_FILTER\n    match: {waypoint: {portNumber: 80}}\n    patch: {operation: REMOVE}\n",
             ),
-            "spec.configPatches[0].match.waypoint",
+            "spec.configPatches[0].match",
+        );
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_FILTER\n    match: {context: WAYPOINT, waypoint: {portNumber: 65536}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match.waypoint.portNumber",
+        );
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_FILTER\n    match: {context: WAYPOINT, listener: {portNumber: 80}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match",
         );
         assert_one_error(
             &doc(

@@ -113,6 +113,13 @@ fn jwt_rule(v: &mut Checker, at: &Path, r: &JwtRule) {
             ),
         );
     }
+    for (i, claim) in r.space_delimited_claims.iter().enumerate() {
+        v.require(
+            &at.field("spaceDelimitedClaims").index(i),
+            !claim.is_empty(),
+            "claim names cannot be empty",
+        );
+    }
     if let Some(timeout) = &r.timeout {
         v.check(&at.field("timeout"), durations::at_least_1ms(timeout));
     }
@@ -171,6 +178,10 @@ mod rule_tests {
             "spec.jwtRules[0].outputClaimToHeaders[0].claim",
         );
         assert_one_error(&rule("    timeout: 0s\n"), "spec.jwtRules[0].timeout");
+        assert_one_error(
+            &rule("    spaceDelimitedClaims: ['']\n"),
+            "spec.jwtRules[0].spaceDelimitedClaims[0]",
+        );
     }
 
     #[test]
