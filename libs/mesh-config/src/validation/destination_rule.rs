@@ -331,6 +331,10 @@ fn locality_lb(v: &mut Checker, at: &Path, l: &LocalityLoadBalancerSetting, has_
     }
     for (i, d) in l.distribute.iter().enumerate() {
         let at = at.field("distribute").index(i);
+        v.check(&at.field("from"), locality(&d.from));
+        for name in d.to.keys() {
+            v.check(&at.field("to").key(name), locality(name));
+        }
         let mut total = 0u32;
         for (locality, weight) in &d.to {
             v.require(
@@ -361,6 +365,21 @@ fn locality_lb(v: &mut Checker, at: &Path, l: &LocalityLoadBalancerSetting, has_
             v.error(&at, "failover names regions only, without '/' or '*'");
         }
     }
+}
+
+/// `region/zone/subzone`, each part non-empty, with at most one `*` and
+/// only as the last character.
+fn locality(name: &str) -> Result<(), String> {
+    let stars = name.matches('*').count();
+    if stars > 1 || (stars == 1 && !name.ends_with('*')) {
+        return Err(format!("locality {name:?} may only end with a single '*'"));
+    }
+    if name.is_empty() || name.split('/').any(str::is_empty) {
+        return Err(format!(
+            "locality {name:?} has an empty region, zone or subzone"
+        ));
+    }
+    Ok(())
 }
 
 /// Client TLS towards the destination.
@@ -593,6 +612,26 @@ mod tests {
         assert_one_error(
             &lb("        distribute: [{from: a, to: {b: 0, c: 100}}]\n"),
             "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to[b]",
+        );
+    }
+
+    #[test]
+    fn locality_names() {
+        let lb = |body: &str| {
+            policy(&format!(
+                "    loadBalancer:\n      localityLbSetting:\n{body}"
+            ))
+        };
+        assert_valid(&lb(
+            "        distribute: [{from: 'us-west/*', to: {'us-west/a/*': 80, 'us-east/*': 20}}]\n",
+        ));
+        assert_one_error(
+            &lb("        distribute: [{from: 'us-*/a', to: {'us-east/*': 100}}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from",
+        );
+        assert_one_error(
+            &lb("        distribute: [{from: 'us-west', to: {'us-east//a': 100}}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to[us-east//a]",
         );
     }
 
