@@ -37,3 +37,25 @@ fn a_mistake_fails_with_its_location() {
     assert!(stdout.contains("bad.yaml: document 1, line 10"), "{stdout}");
     assert!(stdout.contains("spec.servers[0].port.number"), "{stdout}");
 }
+
+#[test]
+fn a_semantic_error_names_kind_name_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vs.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    timeout: 0s\n",
+    )
+    .unwrap();
+    let output = Command::new(binary("trireme"))
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("vs.yaml: document 1: VirtualService reviews: spec.http[0].timeout: "),
+        "{stdout}"
+    );
+}

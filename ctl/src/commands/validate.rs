@@ -1,5 +1,6 @@
-//! `trireme validate -f FILE...`: reads Istio YAML or JSON strictly and reports
-//! every problem with file, document, field path and line.
+//! `trireme validate -f FILE...`: reads Istio YAML or JSON strictly, then
+//! checks each document with Istio's validation rules, and reports every
+//! problem with file, document, field path (and line, for parse errors).
 
 use std::{io::Read, path::PathBuf};
 
@@ -14,33 +15,59 @@ pub struct ValidateArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Returns whether every document was valid.
+/// Returns whether every document was valid. A document is valid when it
+/// parses strictly and semantic validation finds no errors; warnings are
+/// printed but do not fail it.
 pub fn run(args: &ValidateArgs) -> anyhow::Result<bool> {
-    let mut valid = 0;
-    let mut invalid = 0;
+    let mut tally = Tally::default();
     for (name, text) in read_inputs(&args.paths)? {
         for result in mesh_config::parse_documents(&name, &text) {
             match result {
-                Ok(parsed) => {
-                    valid += 1;
-                    let meta = parsed.resource.metadata();
-                    println!(
-                        "ok     {}: document {}: {} {}",
-                        name,
-                        parsed.location.document,
-                        parsed.resource.kind().info().kind,
-                        meta.name
-                    );
-                }
+                Ok(parsed) => report_document(&name, &parsed, &mut tally),
                 Err(error) => {
-                    invalid += 1;
+                    tally.invalid += 1;
                     println!("error  {error}");
                 }
             }
         }
     }
-    println!("{valid} valid, {invalid} invalid");
-    Ok(invalid == 0)
+    println!(
+        "{} valid, {} invalid, {} warnings",
+        tally.valid, tally.invalid, tally.warnings
+    );
+    Ok(tally.invalid == 0)
+}
+
+#[derive(Default)]
+struct Tally {
+    valid: usize,
+    invalid: usize,
+    warnings: usize,
+}
+
+/// Prints a parsed document's semantic findings, one line each, as
+/// `error  FILE: document N: KIND NAME: PATH: MESSAGE`.
+fn report_document(file: &str, parsed: &mesh_config::ParsedResource, tally: &mut Tally) {
+    let report = mesh_config::validation::validate(&parsed.resource);
+    let subject = format!(
+        "{file}: document {}: {} {}",
+        parsed.location.document,
+        parsed.resource.kind().info().kind,
+        parsed.resource.metadata().name
+    );
+    for finding in &report.errors {
+        println!("error  {subject}: {finding}");
+    }
+    for finding in &report.warnings {
+        println!("warning {subject}: {finding}");
+    }
+    tally.warnings += report.warnings.len();
+    if report.is_valid() {
+        tally.valid += 1;
+        println!("ok     {subject}");
+    } else {
+        tally.invalid += 1;
+    }
 }
 
 fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {

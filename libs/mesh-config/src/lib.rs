@@ -4,8 +4,10 @@
 //! Istio's protobuf message (`networking::VirtualService`, ...), wrapped in a
 //! Kubernetes envelope ([`Resource`]). Documents are read with
 //! [`parse_documents`], which reports an unknown field or a wrong type with the
-//! file, the document index, the field path and the line. [`crd`] renders the
-//! CustomResourceDefinitions from the same types.
+//! file, the document index, the field path and the line. [`validation`] then
+//! applies Istio's semantic rules (istiod's webhook and the CRDs' CEL rules) to
+//! a parsed resource. [`crd`] renders the CustomResourceDefinitions from the
+//! same types.
 
 pub mod common;
 pub mod crd;

@@ -395,3 +395,180 @@ mod tests {
         assert!(path_template("/api/*").is_ok());
     }
 }
+
+#[cfg(test)]
+mod rule_tests {
+    use super::super::test_support::*;
+
+    fn ap(spec: &str) -> String {
+        doc("security.istio.io/v1", "AuthorizationPolicy", spec)
+    }
+
+    fn source(body: &str) -> String {
+        ap(&format!("  rules:\n  - from:\n    - source: {body}\n"))
+    }
+
+    fn when(body: &str) -> String {
+        ap(&format!("  rules:\n  - when:\n    - {body}\n"))
+    }
+
+    #[test]
+    fn allow_nothing_and_allow_all_are_valid() {
+        assert_valid(&ap("  {}\n"));
+        assert_valid(&ap("  rules:\n  - {}\n"));
+    }
+
+    #[test]
+    fn from_and_to_need_content() {
+        assert_one_error(
+            &ap("  rules:\n  - from:\n    - {}\n"),
+            "spec.rules[0].from[0].source",
+        );
+        assert_one_error(
+            &ap("  rules:\n  - to:\n    - {}\n"),
+            "spec.rules[0].to[0].operation",
+        );
+        assert_one_error(
+            &ap("  rules:\n  - to:\n    - operation: {}\n"),
+            "spec.rules[0].to[0].operation",
+        );
+        assert_one_error(
+            &ap("  rules:\n  - to:\n    - operation: {methods: ['']}\n"),
+            "spec.rules[0].to[0].operation.methods[0]",
+        );
+    }
+
+    #[test]
+    fn source_shapes() {
+        assert_valid(&source(
+            "{principals: ['*'], notRequestPrincipals: ['*'], remoteIpBlocks: [1.2.3.4]}",
+        ));
+        assert_one_error(
+            &source("{namespaces: ['']}"),
+            "spec.rules[0].from[0].source.namespaces[0]",
+        );
+        assert_one_error(
+            &source("{serviceAccounts: ['a/b/c']}"),
+            "spec.rules[0].from[0].source.serviceAccounts[0]",
+        );
+        assert_one_error(
+            &source("{serviceAccounts: ['default/*']}"),
+            "spec.rules[0].from[0].source.serviceAccounts[0]",
+        );
+        assert_one_error(
+            &source("{trustDomains: ['a*b']}"),
+            "spec.rules[0].from[0].source.trustDomains[0]",
+        );
+        assert_one_error(
+            &source("{notTrustDomains: ['td/x']}"),
+            "spec.rules[0].from[0].source.notTrustDomains[0]",
+        );
+        assert_one_error(
+            &source("{notRemoteIpBlocks: ['10.0.0.0/8/1']}"),
+            "spec.rules[0].from[0].source.notRemoteIpBlocks[0]",
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("sa{i}")).collect();
+        assert_one_error(
+            &source(&format!("{{serviceAccounts: [{}]}}", many.join(", "))),
+            "spec.rules[0].from[0].source.serviceAccounts",
+        );
+    }
+
+    #[test]
+    fn operation_paths() {
+        assert_valid(&ap(
+            "  rules:\n  - to:\n    - operation: {paths: ['/api/{*}/items', '/static/*']}\n",
+        ));
+        assert_one_error(
+            &ap("  rules:\n  - to:\n    - operation: {notPaths: ['/api/{id}']}\n"),
+            "spec.rules[0].to[0].operation.notPaths[0]",
+        );
+    }
+
+    #[test]
+    fn when_keys_and_values() {
+        assert_valid(&when("{key: source.ip, values: [10.0.0.0/8]}"));
+        assert_valid(&when(
+            "{key: 'request.headers[user-agent]', notValues: ['curl*']}",
+        ));
+        assert_valid(&when(
+            "{key: 'experimental.envoy.filters.network.mysql_proxy[db.table]', values: ['[update]']}",
+        ));
+        assert_one_error(&when("{key: '', values: [a]}"), "spec.rules[0].when[0].key");
+        assert_one_error(
+            &when("{key: source.ip, values: [nowhere]}"),
+            "spec.rules[0].when[0].values[0]",
+        );
+        assert_one_error(
+            &when("{key: destination.port, values: ['99999']}"),
+            "spec.rules[0].when[0].values[0]",
+        );
+        assert_one_error(
+            &when("{key: 'request.headers', values: [a]}"),
+            "spec.rules[0].when[0].key",
+        );
+        assert_one_error(
+            &when("{key: destination.namespace, values: [a]}"),
+            "spec.rules[0].when[0].key",
+        );
+        assert_one_error(
+            &when("{key: 'destination.labels[app]', values: [a]}"),
+            "spec.rules[0].when[0].key",
+        );
+        assert_one_error(
+            &when("{key: source.serviceAccount, values: ['a/b/c']}"),
+            "spec.rules[0].when[0].values[0]",
+        );
+        assert_one_error(
+            &when("{key: source.namespace, values: ['']}"),
+            "spec.rules[0].when[0].values[0]",
+        );
+    }
+
+    #[test]
+    fn custom_restrictions() {
+        let custom = |rule: &str| {
+            ap(&format!(
+                "  action: CUSTOM\n  provider: {{name: ext-authz}}\n  rules:\n  - {rule}\n"
+            ))
+        };
+        assert_valid(&custom("to: [{operation: {paths: [/admin]}}]"));
+        assert_one_error(
+            &custom("when: [{key: request.auth.principal, values: [a]}]"),
+            "spec.rules[0].when[0].key",
+        );
+        assert_one_error(
+            &custom("from: [{source: {namespaces: [a]}}]"),
+            "spec.rules[0].from[0].source.namespaces",
+        );
+        assert_one_error(
+            &ap("  action: CUSTOM\n  provider: {name: ext-authz}\n"),
+            "spec.rules",
+        );
+    }
+
+    #[test]
+    fn deny_rules_with_only_http_attributes_warn() {
+        assert_warning(
+            &ap("  action: DENY\n  rules:\n  - to:\n    - operation: {methods: [POST]}\n"),
+            "spec.rules[0]",
+        );
+    }
+
+    #[test]
+    fn target_refs() {
+        assert_valid(&ap(
+            "  targetRefs:\n  - {kind: Service, group: '', name: reviews}\n  rules:\n  - {}\n",
+        ));
+        assert_one_error(
+            &ap(
+                "  targetRefs:\n  - {kind: Deployment, group: apps, name: reviews}\n  rules:\n  - {}\n",
+            ),
+            "spec.targetRefs[0].kind",
+        );
+        assert_one_error(
+            &ap("  targetRef: {kind: Service, name: ''}\n  rules:\n  - {}\n"),
+            "spec.targetRef.name",
+        );
+    }
+}

@@ -221,10 +221,10 @@ fn connection_pool(v: &mut Checker, at: &Path, pool: &ConnectionPoolSettings) {
             tcp.max_connection_duration.as_ref(),
         );
         // An idle timeout of 0 disables it.
-        if let Some(idle) = &tcp.idle_timeout {
-            if idle.to_std().map_or(true, |d| d.as_millis() != 0) {
-                v.check(&at.field("idleTimeout"), durations::at_least_1ms(idle));
-            }
+        if let Some(idle) = &tcp.idle_timeout
+            && idle.to_std().map_or(true, |d| d.as_millis() != 0)
+        {
+            v.check(&at.field("idleTimeout"), durations::at_least_1ms(idle));
         }
         if let Some(ka) = &tcp.tcp_keepalive {
             optional_duration(v, &at.field("tcpKeepalive").field("time"), ka.time.as_ref());
@@ -238,7 +238,10 @@ fn connection_pool(v: &mut Checker, at: &Path, pool: &ConnectionPoolSettings) {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|f| f * f <= n).all(|f| n % f != 0)
+    n >= 2
+        && (2..)
+            .take_while(|f| f * f <= n)
+            .all(|f| !n.is_multiple_of(f))
 }
 
 /// Maglev's table size bound (Envoy's).
@@ -328,6 +331,10 @@ fn locality_lb(v: &mut Checker, at: &Path, l: &LocalityLoadBalancerSetting, has_
     }
     for (i, d) in l.distribute.iter().enumerate() {
         let at = at.field("distribute").index(i);
+        v.check(&at.field("from"), locality(&d.from));
+        for name in d.to.keys() {
+            v.check(&at.field("to").key(name), locality(name));
+        }
         let mut total = 0u32;
         for (locality, weight) in &d.to {
             v.require(
@@ -358,6 +365,21 @@ fn locality_lb(v: &mut Checker, at: &Path, l: &LocalityLoadBalancerSetting, has_
             v.error(&at, "failover names regions only, without '/' or '*'");
         }
     }
+}
+
+/// `region/zone/subzone`, each part non-empty, with at most one `*` and
+/// only as the last character.
+fn locality(name: &str) -> Result<(), String> {
+    let stars = name.matches('*').count();
+    if stars > 1 || (stars == 1 && !name.ends_with('*')) {
+        return Err(format!("locality {name:?} may only end with a single '*'"));
+    }
+    if name.is_empty() || name.split('/').any(str::is_empty) {
+        return Err(format!(
+            "locality {name:?} has an empty region, zone or subzone"
+        ));
+    }
+    Ok(())
 }
 
 /// Client TLS towards the destination.
@@ -427,4 +449,253 @@ fn tunnel_settings(v: &mut Checker, at: &Path, t: &TunnelSettings) {
         ),
     );
     v.check(&at.field("targetPort"), ports::number(t.target_port));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn dr(spec: &str) -> String {
+        doc("networking.istio.io/v1", "DestinationRule", spec)
+    }
+
+    fn policy(body: &str) -> String {
+        dr(&format!("  host: reviews\n  trafficPolicy:\n{body}"))
+    }
+
+    #[test]
+    fn tunnel_settings() {
+        assert_valid(&policy(
+            "    tunnel: {protocol: CONNECT, targetHost: proxy.example.com, targetPort: 3128}\n",
+        ));
+        assert_one_error(
+            &policy(
+                "    tunnel: {protocol: GET, targetHost: proxy.example.com, targetPort: 3128}\n",
+            ),
+            "spec.trafficPolicy.tunnel.protocol",
+        );
+        assert_one_error(
+            &policy("    tunnel: {targetHost: 'bad host', targetPort: 3128}\n"),
+            "spec.trafficPolicy.tunnel.targetHost",
+        );
+        assert_one_error(
+            &policy("    tunnel: {targetHost: proxy, targetPort: 0}\n"),
+            "spec.trafficPolicy.tunnel.targetPort",
+        );
+        assert_one_error(
+            &policy(
+                "    tunnel: {targetHost: proxy, targetPort: 1}\n    proxyProtocol: {version: V2}\n",
+            ),
+            "spec.trafficPolicy.proxyProtocol",
+        );
+    }
+
+    #[test]
+    fn connection_pool() {
+        assert_one_error(
+            &policy("    connectionPool: {}\n"),
+            "spec.trafficPolicy.connectionPool",
+        );
+        assert_one_error(
+            &policy("    connectionPool:\n      http: {maxRetries: -1}\n"),
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+        );
+        assert_one_error(
+            &policy(
+                "    connectionPool:\n      http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}\n",
+            ),
+            "spec.trafficPolicy.connectionPool.http.useClientProtocol",
+        );
+        assert_one_error(
+            &policy("    connectionPool:\n      http:\n        http2KeepAlive: {interval: 10s}\n"),
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout",
+        );
+        assert_valid(&policy(
+            "    connectionPool:\n      tcp: {idleTimeout: 0s, tcpKeepalive: {time: 7200s, interval: 75s}}\n",
+        ));
+        assert_one_error(
+            &policy("    connectionPool:\n      tcp: {maxConnections: -1}\n"),
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+        );
+    }
+
+    #[test]
+    fn outlier_detection() {
+        assert_warning(
+            &policy("    outlierDetection: {consecutiveErrors: 5}\n"),
+            "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+        );
+        assert_one_error(
+            &policy("    outlierDetection: {consecutiveLocalOriginFailures: 3}\n"),
+            "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
+        );
+        assert_valid(&policy(
+            "    outlierDetection: {consecutiveLocalOriginFailures: 3, splitExternalLocalOriginErrors: true}\n",
+        ));
+        assert_one_error(
+            &policy("    outlierDetection: {interval: 0.5ms}\n"),
+            "spec.trafficPolicy.outlierDetection.interval",
+        );
+    }
+
+    #[test]
+    fn load_balancer() {
+        let lb = |body: &str| policy(&format!("    loadBalancer:\n{body}"));
+        assert_valid(&lb(
+            "      consistentHash: {httpCookie: {name: user, ttl: 0s}, maglev: {tableSize: 65537}}\n",
+        ));
+        assert_one_error(
+            &lb("      consistentHash: {httpCookie: {name: ''}}\n"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name",
+        );
+        assert_one_error(
+            &lb(
+                "      consistentHash: {httpCookie: {name: u, attributes: [{name: SameSite}, {name: SameSite}]}}\n",
+            ),
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[1].name",
+        );
+        assert_warning(
+            &lb("      consistentHash: {useSourceIp: true, minimumRingSize: 1024}\n"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
+        );
+        assert_one_error(
+            &lb(
+                "      consistentHash: {useSourceIp: true, minimumRingSize: 1024, ringHash: {minimumRingSize: 1024}}\n",
+            ),
+            "spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
+        );
+        assert_one_error(
+            &lb(
+                "      localityLbSetting: {enabled: true}\n      zoneAwareLbSetting: {enabled: true}\n",
+            ),
+            "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        );
+        assert_one_error(
+            &lb("      warmup: {minimumPercent: 10}\n"),
+            "spec.trafficPolicy.loadBalancer.warmup.duration",
+        );
+        assert_one_error(
+            &lb("      warmup: {duration: 10s, aggression: 0}\n"),
+            "spec.trafficPolicy.loadBalancer.warmup.aggression",
+        );
+        assert_one_error(
+            &lb("      warmup: {duration: 10s, minimumPercent: 120}\n"),
+            "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
+        );
+    }
+
+    #[test]
+    fn locality_failover() {
+        let lb = |body: &str| {
+            policy(&format!(
+                "    loadBalancer:\n      localityLbSetting:\n{body}"
+            ))
+        };
+        assert_warning(
+            &lb("        failover: [{from: us-east, to: us-west}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+        );
+        assert_one_error(
+            &lb("        failover: [{from: us-east, to: us-east}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]",
+        );
+        assert_one_error(
+            &lb("        failover: [{from: us-east/a, to: us-west}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]",
+        );
+        assert_one_error(
+            &lb(
+                "        distribute: [{from: a, to: {b: 100}}]\n        failover: [{from: a, to: b}]\n",
+            ),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+        );
+        assert_one_error(
+            &lb("        distribute: [{from: a, to: {b: 0, c: 100}}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to[b]",
+        );
+    }
+
+    #[test]
+    fn locality_names() {
+        let lb = |body: &str| {
+            policy(&format!(
+                "    loadBalancer:\n      localityLbSetting:\n{body}"
+            ))
+        };
+        assert_valid(&lb(
+            "        distribute: [{from: 'us-west/*', to: {'us-west/a/*': 80, 'us-east/*': 20}}]\n",
+        ));
+        assert_one_error(
+            &lb("        distribute: [{from: 'us-*/a', to: {'us-east/*': 100}}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].from",
+        );
+        assert_one_error(
+            &lb("        distribute: [{from: 'us-west', to: {'us-east//a': 100}}]\n"),
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to[us-east//a]",
+        );
+    }
+
+    #[test]
+    fn client_tls() {
+        let tls = |body: &str| policy(&format!("    tls:\n{body}"));
+        assert_valid(&tls(
+            "      mode: MUTUAL\n      credentialName: client-cert\n",
+        ));
+        assert_valid(&tls(
+            "      mode: MUTUAL\n      clientCertificate: /c.pem\n      privateKey: /k.pem\n",
+        ));
+        assert_one_error(
+            &tls("      mode: MUTUAL\n      clientCertificate: /c.pem\n"),
+            "spec.trafficPolicy.tls.privateKey",
+        );
+        assert_warning(
+            &tls("      mode: ISTIO_MUTUAL\n      clientCertificate: /c.pem\n"),
+            "spec.trafficPolicy.tls",
+        );
+        assert_one_error(
+            &tls(
+                "      mode: MUTUAL\n      insecureSkipVerify: true\n      subjectAltNames: [a]\n      credentialName: c\n",
+            ),
+            "spec.trafficPolicy.tls.insecureSkipVerify",
+        );
+    }
+
+    #[test]
+    fn port_level_settings() {
+        assert_one_error(
+            &policy("    portLevelSettings:\n    - loadBalancer: {simple: RANDOM}\n"),
+            "spec.trafficPolicy.portLevelSettings[0].port",
+        );
+        assert_one_error(
+            &policy("    portLevelSettings:\n    - port: {number: 80}\n"),
+            "spec.trafficPolicy.portLevelSettings[0]",
+        );
+    }
+
+    #[test]
+    fn subsets_have_valid_labels_and_policies() {
+        assert_one_error(
+            &dr("  host: reviews\n  subsets:\n  - name: v1\n    labels: {'bad key': v1}\n"),
+            "spec.subsets[0].labels[bad key]",
+        );
+        assert_one_error(
+            &dr("  host: reviews\n  subsets:\n  - name: v1\n    trafficPolicy: {}\n"),
+            "spec.subsets[0].trafficPolicy",
+        );
+    }
+
+    #[test]
+    fn a_rule_with_a_selector_stays_in_its_namespace() {
+        let selected =
+            "  host: reviews\n  workloadSelector:\n    matchLabels: {app: productpage}\n";
+        assert_valid(&dr(&format!("{selected}  exportTo: ['.']\n")));
+        assert_one_error(
+            &dr(&format!("{selected}  exportTo: ['*']\n")),
+            "spec.exportTo",
+        );
+        assert_warning(
+            &dr("  host: reviews\n  workloadSelector: {}\n"),
+            "spec.workloadSelector.matchLabels",
+        );
+    }
 }

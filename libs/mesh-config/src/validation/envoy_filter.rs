@@ -1,7 +1,7 @@
 //! EnvoyFilter: each patch needs applyTo, an operation and (unless removing)
 //! a value, and its match must fit the kind of object patched.
 
-use super::{Checker, Path, regex, selectors};
+use super::{Checker, Path, ports, regex, selectors};
 use crate::networking::envoy_filter::{
     ApplyTo, EnvoyConfigObjectPatch, EnvoyFilter, Operation, PatchContext,
 };
@@ -36,14 +36,21 @@ pub fn validate(v: &mut Checker, at: &Path, f: &EnvoyFilter) {
 fn config_patch(v: &mut Checker, at: &Path, cp: &EnvoyConfigObjectPatch) {
     let m = cp.r#match.as_ref();
     let context = m.and_then(|m| m.context).unwrap_or_default();
-    if m.is_some_and(|m| m.waypoint.is_some()) && context != PatchContext::Waypoint {
+    let waypoint = m.and_then(|m| m.waypoint.as_ref());
+    if (context == PatchContext::Waypoint) != waypoint.is_some() {
         v.error(
-            &at.field("match").field("waypoint"),
-            "a waypoint match needs context WAYPOINT",
+            &at.field("match"),
+            "a waypoint match and context WAYPOINT go together: one needs the other",
+        );
+    }
+    if let Some(port) = waypoint.and_then(|w| w.port_number) {
+        v.check(
+            &at.field("match").field("waypoint").field("portNumber"),
+            ports::number(port),
         );
     }
     if context == PatchContext::Waypoint {
-        return; // waypoint patches are checked by the waypoint's own rules
+        return; // Istio's webhook leaves waypoint patches to the waypoint
     }
     let apply_to = cp.apply_to.unwrap_or_default();
     if apply_to == ApplyTo::Invalid {
@@ -150,5 +157,112 @@ fn config_patch(v: &mut Checker, at: &Path, cp: &EnvoyConfigObjectPatch) {
             );
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn ef(patches: &str) -> String {
+        doc(
+            "networking.istio.io/v1alpha3",
+            "EnvoyFilter",
+            &format!("  configPatches:\n{patches}"),
+        )
+    }
+
+    #[test]
+    fn every_envoy_filter_warns() {
+        assert_warning(
+            &ef("  - applyTo: CLUSTER\n    patch: {operation: REMOVE}\n"),
+            "spec",
+        );
+    }
+
+    #[test]
+    fn patch_shapes() {
+        assert_one_error(&ef("  - applyTo: CLUSTER\n"), "spec.configPatches[0].patch");
+        assert_one_error(
+            &ef("  - applyTo: CLUSTER\n    patch: {value: {}}\n"),
+            "spec.configPatches[0].patch.operation",
+        );
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_ROUTE\n    match: {cluster: {service: a}}\n    patch: {operation: MERGE, value: {}}\n",
+            ),
+            "spec.configPatches[0].match",
+        );
+    }
+
+    #[test]
+    fn proxy_version_is_a_regex() {
+        assert_one_error(
+            &ef(
+                "  - applyTo: CLUSTER\n    match: {proxy: {proxyVersion: '^1\\.(?=2)'}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match.proxy.proxyVersion",
+        );
+    }
+
+    #[test]
+    fn filter_matches() {
+        let filter = |apply_to: &str, filter: &str| {
+            ef(&format!(
+                "  - applyTo: {apply_to}\n    match:\n      listener:\n        filterChain:\n          filter: {filter}\n    patch: {{operation: MERGE, value: {{}}}}\n"
+            ))
+        };
+        assert_one_error(
+            &filter("NETWORK_FILTER", "{name: ''}"),
+            "spec.configPatches[0].match.listener.filterChain.filter.name",
+        );
+        assert_one_error(
+            &filter(
+                "HTTP_FILTER",
+                "{name: envoy.filters.network.tcp_proxy, subFilter: {name: x}}",
+            ),
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter",
+        );
+        assert_one_error(
+            &filter(
+                "HTTP_FILTER",
+                "{name: envoy.filters.network.http_connection_manager, subFilter: {name: ''}}",
+            ),
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter.name",
+        );
+        assert_warning(
+            &filter("LISTENER", "{name: envoy.filters.network.tcp_proxy}"),
+            "spec.configPatches[0].match.listener.filterChain.filter",
+        );
+    }
+
+    #[test]
+    fn waypoint_matches_need_the_waypoint_context() {
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_FILTER\n    match: {waypoint: {portNumber: 80}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match",
+        );
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_FILTER\n    match: {context: WAYPOINT, waypoint: {portNumber: 65536}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match.waypoint.portNumber",
+        );
+        assert_one_error(
+            &ef(
+                "  - applyTo: HTTP_FILTER\n    match: {context: WAYPOINT, listener: {portNumber: 80}}\n    patch: {operation: REMOVE}\n",
+            ),
+            "spec.configPatches[0].match",
+        );
+        assert_one_error(
+            &doc(
+                "networking.istio.io/v1alpha3",
+                "EnvoyFilter",
+                "  workloadSelector: {labels: {app: a}}\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n",
+            ),
+            "spec.targetRefs",
+        );
     }
 }

@@ -178,13 +178,13 @@ pub fn tls_options(v: &mut Checker, at: &Path, tls: &ServerTlsSettings) {
             }
             return;
         }
-        TlsMode::Passthrough | TlsMode::AutoPassthrough => {
-            if has_files || has_credentials || !tls.ca_crl.is_empty() {
-                v.warn(
-                    at,
-                    format!("{mode:?} does not terminate TLS: its certificates are ignored"),
-                );
-            }
+        TlsMode::Passthrough | TlsMode::AutoPassthrough
+            if (has_files || has_credentials || !tls.ca_crl.is_empty()) =>
+        {
+            v.warn(
+                at,
+                format!("{mode:?} does not terminate TLS: its certificates are ignored"),
+            );
         }
         _ => {}
     }
@@ -253,5 +253,152 @@ pub fn tls_options(v: &mut Checker, at: &Path, tls: &ServerTlsSettings) {
         if mode == TlsMode::Simple {
             v.error(&at.field("caCrl"), "a CRL has no use with SIMPLE TLS");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn server(body: &str) -> String {
+        doc(
+            "networking.istio.io/v1",
+            "Gateway",
+            &format!("  servers:\n  - hosts: [a.example.com]\n{body}"),
+        )
+    }
+
+    const HTTPS: &str = "    port: {number: 443, name: https, protocol: HTTPS}\n";
+
+    #[test]
+    fn needs_servers() {
+        assert_one_error(
+            &doc(
+                "networking.istio.io/v1",
+                "Gateway",
+                "  selector: {istio: ingressgateway}\n",
+            ),
+            "spec.servers",
+        );
+    }
+
+    #[test]
+    fn ports_and_binds() {
+        assert_one_error(
+            &server("    port: {number: 80, name: http, protocol: HTTP, targetPort: 8080}\n"),
+            "spec.servers[0].port.targetPort",
+        );
+        assert_one_error(
+            &server("    port: {number: 80, name: '', protocol: HTTP}\n"),
+            "spec.servers[0].port.name",
+        );
+        assert_valid(&server(
+            "    port: {number: 0, name: uds, protocol: HTTP}\n    bind: unix:///var/run/gw.sock\n",
+        ));
+        assert_one_error(
+            &server(
+                "    port: {number: 80, name: uds, protocol: HTTP}\n    bind: unix:///var/run/gw.sock\n",
+            ),
+            "spec.servers[0].bind",
+        );
+        assert_one_error(
+            &server("    port: {number: 80, name: http, protocol: HTTP}\n    bind: localhost\n"),
+            "spec.servers[0].bind",
+        );
+    }
+
+    #[test]
+    fn tls_presence_follows_the_protocol() {
+        assert_one_error(
+            &server(
+                "    port: {number: 3306, name: mysql, protocol: MYSQL}\n    tls: {mode: SIMPLE, credentialName: c}\n",
+            ),
+            "spec.servers[0].tls",
+        );
+        assert_one_error(
+            &server(
+                "    port: {number: 80, name: http, protocol: HTTP}\n    tls: {mode: SIMPLE, credentialName: c}\n",
+            ),
+            "spec.servers[0].tls",
+        );
+        assert_valid(&server(&format!("{HTTPS}    tls: {{mode: PASSTHROUGH}}\n")));
+        assert_warning(
+            &server(
+                "    port: {number: 443, name: tls, protocol: TLS}\n    tls: {httpsRedirect: true}\n",
+            ),
+            "spec.servers[0].tls.httpsRedirect",
+        );
+    }
+
+    #[test]
+    fn tls_certificate_sources() {
+        let tls = |body: &str| server(&format!("{HTTPS}    tls:\n{body}"));
+        assert_valid(&tls("      mode: MUTUAL\n      credentialName: cert\n"));
+        assert_valid(&tls(
+            "      mode: SIMPLE\n      tlsCertificates:\n      - {serverCertificate: /a.pem, privateKey: /a.key}\n",
+        ));
+        assert_one_error(
+            &tls(
+                "      mode: SIMPLE\n      tlsCertificates:\n      - {serverCertificate: /a.pem}\n",
+            ),
+            "spec.servers[0].tls.tlsCertificates[0].privateKey",
+        );
+        assert_one_error(
+            &tls(
+                "      mode: SIMPLE\n      serverCertificate: /a.pem\n      privateKey: /a.key\n      tlsCertificates:\n      - {serverCertificate: /b.pem, privateKey: /b.key}\n",
+            ),
+            "spec.servers[0].tls",
+        );
+        assert_one_error(
+            &tls(
+                "      mode: SIMPLE\n      serverCertificate: /a.pem\n      privateKey: /a.key\n      caCrl: /crl.pem\n",
+            ),
+            "spec.servers[0].tls.caCrl",
+        );
+        assert_warning(
+            &tls("      mode: PASSTHROUGH\n      credentialName: ignored\n"),
+            "spec.servers[0].tls",
+        );
+        assert_warning(
+            &tls(
+                "      mode: SIMPLE\n      credentialName: c\n      minProtocolVersion: TLSV1_1\n",
+            ),
+            "spec.servers[0].tls.minProtocolVersion",
+        );
+        assert_warning(
+            &tls(
+                "      mode: SIMPLE\n      credentialName: c\n      cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256]\n",
+            ),
+            "spec.servers[0].tls.cipherSuites[1]",
+        );
+    }
+
+    #[test]
+    fn hosts_may_be_ips_and_namespaced() {
+        let hosts = |h: &str| {
+            doc(
+                "networking.istio.io/v1",
+                "Gateway",
+                &format!(
+                    "  servers:\n  - hosts: [{h}]\n    port: {{number: 80, name: http, protocol: HTTP}}\n"
+                ),
+            )
+        };
+        assert_valid(&hosts(
+            "'./*.example.com', 'prod/api.example.com', '*', 10.1.2.3",
+        ));
+        assert_one_error(&hosts("'/api.example.com'"), "spec.servers[0].hosts[0]");
+    }
+
+    #[test]
+    fn selector_labels() {
+        assert_one_error(
+            &doc(
+                "networking.istio.io/v1",
+                "Gateway",
+                "  selector: {istio: 'ingress*'}\n  servers:\n  - hosts: ['*']\n    port: {number: 80, name: http, protocol: HTTP}\n",
+            ),
+            "spec.selector[istio]",
+        );
     }
 }

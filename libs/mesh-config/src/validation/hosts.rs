@@ -136,10 +136,10 @@ fn scoped_host_part(host: &str, owner: HostOwner) -> Result<(), String> {
             "short name {host:?} is not allowed here; use a fully qualified name"
         ));
     }
-    if let Err(e) = wildcard_domain(host) {
-        if owner == HostOwner::Sidecar || !is_ip(host) {
-            return Err(e);
-        }
+    if let Err(e) = wildcard_domain(host)
+        && (owner == HostOwner::Sidecar || !is_ip(host))
+    {
+        return Err(e);
     }
     no_partial_wildcard(host)
 }

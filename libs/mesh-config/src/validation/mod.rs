@@ -19,6 +19,7 @@ mod export_to;
 mod gateway;
 mod hosts;
 mod http;
+mod http_route;
 mod metadata;
 mod names;
 mod path;

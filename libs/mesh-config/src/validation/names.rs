@@ -51,10 +51,10 @@ pub fn label_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if prefix.len() > SUBDOMAIN_MAX || !prefix.split('.').all(is_dns_label) {
-            return Err(format!("label key {key:?} has an invalid DNS prefix"));
-        }
+    if let Some(prefix) = prefix
+        && (prefix.len() > SUBDOMAIN_MAX || !prefix.split('.').all(is_dns_label))
+    {
+        return Err(format!("label key {key:?} has an invalid DNS prefix"));
     }
     if !is_qualified_name(name) {
         return Err(format!(

@@ -23,3 +23,47 @@ pub fn validate(v: &mut Checker, at: &Path, pa: &PeerAuthentication) {
     }
     selectors::workload_selector(v, &at.field("selector"), pa.selector.as_ref());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn pa(spec: &str) -> String {
+        doc("security.istio.io/v1", "PeerAuthentication", spec)
+    }
+
+    #[test]
+    fn port_level_mtls() {
+        assert_valid(&pa(
+            "  selector: {matchLabels: {app: a}}\n  portLevelMtls:\n    '8080': {mode: DISABLE}\n",
+        ));
+        assert_one_error(
+            &pa(
+                "  selector: {matchLabels: {app: a}}\n  portLevelMtls:\n    http: {mode: DISABLE}\n",
+            ),
+            "spec.portLevelMtls[http]",
+        );
+        assert_one_error(
+            &pa(
+                "  selector: {matchLabels: {app: a}}\n  portLevelMtls:\n    '70000': {mode: DISABLE}\n",
+            ),
+            "spec.portLevelMtls[70000]",
+        );
+        assert_one_error(
+            &pa("  selector: {}\n  portLevelMtls:\n    '8080': {mode: DISABLE}\n"),
+            "spec.portLevelMtls",
+        );
+    }
+
+    #[test]
+    fn selectors() {
+        assert_one_error(
+            &pa("  selector: {matchLabels: {'app*': a}}\n"),
+            "spec.selector.matchLabels[app*]",
+        );
+        assert_warning(
+            &pa("  selector: {}\n  mtls: {mode: STRICT}\n"),
+            "spec.selector.matchLabels",
+        );
+    }
+}

@@ -13,3 +13,21 @@ pub fn validate(v: &mut Checker, at: &Path, p: &ProxyConfig) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    #[test]
+    fn concurrency_and_selector() {
+        let pc = |spec: &str| doc("networking.istio.io/v1beta1", "ProxyConfig", spec);
+        assert_valid(&pc(
+            "  concurrency: 0\n  selector: {matchLabels: {app: a}}\n",
+        ));
+        assert_one_error(&pc("  concurrency: -2\n"), "spec.concurrency");
+        assert_one_error(
+            &pc("  selector: {matchLabels: {app: '*'}}\n"),
+            "spec.selector.matchLabels[app]",
+        );
+    }
+}

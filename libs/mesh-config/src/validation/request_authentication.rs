@@ -113,6 +113,13 @@ fn jwt_rule(v: &mut Checker, at: &Path, r: &JwtRule) {
             ),
         );
     }
+    for (i, claim) in r.space_delimited_claims.iter().enumerate() {
+        v.require(
+            &at.field("spaceDelimitedClaims").index(i),
+            !claim.is_empty(),
+            "claim names cannot be empty",
+        );
+    }
     if let Some(timeout) = &r.timeout {
         v.check(&at.field("timeout"), durations::at_least_1ms(timeout));
     }
@@ -129,5 +136,61 @@ mod tests {
         assert!(jwks_uri("ftp://example.com/keys").is_err());
         assert!(jwks_uri("https:///keys").is_err());
         assert!(jwks_uri("https://example.com:port/keys").is_err());
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::super::test_support::*;
+
+    fn rule(body: &str) -> String {
+        doc(
+            "security.istio.io/v1",
+            "RequestAuthentication",
+            &format!("  jwtRules:\n  - issuer: issuer@example.com\n{body}"),
+        )
+    }
+
+    #[test]
+    fn jwt_rule_fields() {
+        assert_valid(&rule(
+            "    jwks: '{\"keys\": [{\"kty\": \"RSA\", \"e\": \"AQAB\", \"n\": \"xyz\"}]}'\n    fromParams: [token]\n    timeout: 5s\n",
+        ));
+        assert_one_error(
+            &rule("    audiences: ['']\n"),
+            "spec.jwtRules[0].audiences[0]",
+        );
+        assert_one_error(&rule("    jwks: 'not json'\n"), "spec.jwtRules[0].jwks");
+        assert_one_error(
+            &rule("    fromParams: ['']\n"),
+            "spec.jwtRules[0].fromParams[0]",
+        );
+        assert_one_error(
+            &rule("    fromCookies: ['']\n"),
+            "spec.jwtRules[0].fromCookies[0]",
+        );
+        assert_one_error(
+            &rule("    outputClaimToHeaders: [{header: 'x jwt', claim: sub}]\n"),
+            "spec.jwtRules[0].outputClaimToHeaders[0].header",
+        );
+        assert_one_error(
+            &rule("    outputClaimToHeaders: [{header: x-sub, claim: ''}]\n"),
+            "spec.jwtRules[0].outputClaimToHeaders[0].claim",
+        );
+        assert_one_error(&rule("    timeout: 0s\n"), "spec.jwtRules[0].timeout");
+        assert_one_error(
+            &rule("    spaceDelimitedClaims: ['']\n"),
+            "spec.jwtRules[0].spaceDelimitedClaims[0]",
+        );
+    }
+
+    #[test]
+    fn attaches_once() {
+        let doc = doc(
+            "security.istio.io/v1",
+            "RequestAuthentication",
+            "  selector: {matchLabels: {app: a}}\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n",
+        );
+        assert_one_error(&doc, "spec");
     }
 }

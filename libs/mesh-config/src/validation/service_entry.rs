@@ -32,10 +32,10 @@ pub fn validate(v: &mut Checker, at: &Path, se: &ServiceEntry) {
             continue;
         }
         v.check(&at, hosts::wildcard_domain(host));
-        if resolution != Resolution::DynamicDns {
-            if let Err(e) = hosts::no_partial_wildcard(host) {
-                v.warn(&at, e);
-            }
+        if resolution != Resolution::DynamicDns
+            && let Err(e) = hosts::no_partial_wildcard(host)
+        {
+            v.warn(&at, e);
         }
     }
     let mut has_cidr = false;
@@ -136,10 +136,10 @@ fn resolution_rules(
             }
         }
         Resolution::Dns | Resolution::DnsRoundRobin => {
-            if se.endpoints.is_empty() {
-                if let Some(i) = se.hosts.iter().position(|h| hosts::fqdn(h).is_err()) {
-                    v.error(&at.field("hosts").index(i), "without endpoints, DNS resolution needs fully qualified hosts without wildcards");
-                }
+            if se.endpoints.is_empty()
+                && let Some(i) = se.hosts.iter().position(|h| hosts::fqdn(h).is_err())
+            {
+                v.error(&at.field("hosts").index(i), "without endpoints, DNS resolution needs fully qualified hosts without wildcards");
             }
             if resolution == Resolution::DnsRoundRobin && se.endpoints.len() > 1 {
                 v.error(&endpoints_at, "DNS_ROUND_ROBIN allows at most one endpoint");
@@ -208,5 +208,125 @@ pub fn endpoint_ports(
         }
         v.check(&at, ports::name(name));
         v.check(&at, ports::number(*number));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn se(spec: &str) -> String {
+        doc("networking.istio.io/v1", "ServiceEntry", spec)
+    }
+
+    #[test]
+    fn dns_needs_fqdn_hosts_without_endpoints() {
+        assert_one_error(
+            &se(
+                "  hosts: ['*.example.com']\n  ports: [{number: 443, name: https, protocol: TLS}]\n  resolution: DNS\n",
+            ),
+            "spec.hosts[0]",
+        );
+        assert_valid(&se(
+            "  hosts: ['*.example.com']\n  ports: [{number: 443, name: https, protocol: TLS}]\n  resolution: NONE\n",
+        ));
+    }
+
+    #[test]
+    fn several_hosts_need_http_or_tls_ports() {
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com, b.example.com]\n  addresses: [10.0.0.1]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DNS\n",
+            ),
+            "spec.ports[0].protocol",
+        );
+    }
+
+    #[test]
+    fn dynamic_dns() {
+        assert_valid(&se(
+            "  hosts: ['*.example.com']\n  ports: [{number: 443, name: https, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n",
+        ));
+        assert_one_error(
+            &se(
+                "  hosts: [api.example.com]\n  ports: [{number: 443, name: https, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n",
+            ),
+            "spec.hosts[0]",
+        );
+        assert_one_error(
+            &se(
+                "  hosts: ['*.example.com']\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DYNAMIC_DNS\n",
+            ),
+            "spec.ports[0].protocol",
+        );
+    }
+
+    #[test]
+    fn warnings() {
+        assert_warning(
+            &se(
+                "  hosts: ['*foo.example.com']\n  ports: [{number: 443, name: https, protocol: TLS}]\n  resolution: NONE\n",
+            ),
+            "spec.hosts[0]",
+        );
+        assert_warning(
+            &se(
+                "  hosts: [db.example.com]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DNS\n",
+            ),
+            "spec.ports[0]",
+        );
+        assert_warning(
+            &se(
+                "  hosts: [db.example.com]\n  addresses: [10.0.0.1]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  workloadSelector: {labels: {app: db}}\n",
+            ),
+            "spec.workloadSelector",
+        );
+    }
+
+    #[test]
+    fn ports_and_endpoints() {
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: http, protocol: HTTP}]\n  resolution: DNS\n",
+            ),
+            "spec.ports[1].name",
+        );
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: SCTP}]\n  resolution: DNS\n",
+            ),
+            "spec.ports[0].protocol",
+        );
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 70000}]\n  resolution: DNS\n",
+            ),
+            "spec.ports[0].targetPort",
+        );
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  addresses: [10.0.0.1]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints:\n  - address: vm.example.com\n",
+            ),
+            "spec.endpoints[0].address",
+        );
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  endpoints:\n  - address: 'bad host'\n",
+            ),
+            "spec.endpoints[0].address",
+        );
+    }
+
+    #[test]
+    fn export_to_none_only_alone() {
+        assert_valid(&se(
+            "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  exportTo: ['~']\n",
+        ));
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  exportTo: ['~', '.']\n",
+            ),
+            "spec.exportTo",
+        );
     }
 }

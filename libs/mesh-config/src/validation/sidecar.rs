@@ -32,35 +32,27 @@ pub fn validate(v: &mut Checker, at: &Path, s: &Sidecar) {
     for (i, listener) in s.ingress.iter().enumerate() {
         let at = at.field("ingress").index(i);
         ingress(v, &at, listener);
-        if let Some(n) = listener.port.number {
-            if !ingress_ports.insert(n) {
-                v.error(
-                    &at.field("port").field("number"),
-                    format!("port {n} is used by another ingress listener"),
-                );
-            }
+        if let Some(n) = listener.port.number
+            && !ingress_ports.insert(n)
+        {
+            v.error(
+                &at.field("port").field("number"),
+                format!("port {n} is used by another ingress listener"),
+            );
         }
     }
     let mut egress_ports = BTreeSet::new();
     let mut sockets = BTreeSet::new();
-    let mut catch_all_seen = false;
     for (i, listener) in s.egress.iter().enumerate() {
         let at = at.field("egress").index(i);
         match &listener.port {
-            None => {
-                // One port-less listener catches everything else; it must be last.
-                if catch_all_seen {
-                    v.error(&at, "only one egress listener may omit the port");
-                    continue;
-                }
-                catch_all_seen = true;
-                if i != s.egress.len() - 1 {
-                    v.error(
-                        &at.field("port"),
-                        "the egress listener without a port must be the last one",
-                    );
-                }
-            }
+            // A port-less listener catches everything the others do not; it
+            // must come last.
+            None => v.require(
+                &at.field("port"),
+                i == s.egress.len() - 1,
+                "only the last egress listener may omit the port",
+            ),
             Some(port) => {
                 egress_port(
                     v,
@@ -263,6 +255,154 @@ fn outbound(v: &mut Checker, at: &Path, p: &OutboundTrafficPolicy) {
         v.check(
             &at_proxy.field("port").field("number"),
             ports::number(port.number.unwrap_or(0)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn sidecar(spec: &str) -> String {
+        doc("networking.istio.io/v1", "Sidecar", spec)
+    }
+
+    fn ingress(body: &str) -> String {
+        sidecar(&format!(
+            "  ingress:\n  - port: {{number: 9080, protocol: HTTP, name: http}}\n{body}"
+        ))
+    }
+
+    #[test]
+    fn ingress_listeners() {
+        assert_valid(&ingress("    defaultEndpoint: 127.0.0.1:8080\n"));
+        assert_valid(&ingress("    defaultEndpoint: unix:///var/run/app.sock\n"));
+        assert_one_error(
+            &ingress("    defaultEndpoint: 10.0.0.1:8080\n"),
+            "spec.ingress[0].defaultEndpoint",
+        );
+        assert_one_error(
+            &ingress("    defaultEndpoint: 127.0.0.1:http\n"),
+            "spec.ingress[0].defaultEndpoint",
+        );
+        assert_one_error(&ingress("    bind: not-an-ip\n"), "spec.ingress[0].bind");
+        assert_one_error(
+            &sidecar(
+                "  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http, targetPort: 80}\n",
+            ),
+            "spec.ingress[0].port.targetPort",
+        );
+        assert_one_error(
+            &sidecar(
+                "  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n  - port: {number: 9080, protocol: TCP, name: tcp}\n",
+            ),
+            "spec.ingress[1].port.number",
+        );
+        assert_one_error(
+            &sidecar("  ingress:\n  - port: {protocol: HTTP, name: http}\n"),
+            "spec.ingress[0].port.number",
+        );
+    }
+
+    #[test]
+    fn ingress_tls() {
+        let tls = |mode: &str| {
+            sidecar(&format!(
+                "  ingress:\n  - port: {{number: 8443, protocol: HTTPS, name: https}}\n    tls: {{mode: {mode}, serverCertificate: /c.pem, privateKey: /k.pem}}\n"
+            ))
+        };
+        assert_valid(&tls("SIMPLE"));
+        assert_one_error(&tls("AUTO_PASSTHROUGH"), "spec.ingress[0].tls.mode");
+        assert_one_error(
+            &sidecar(
+                "  ingress:\n  - port: {number: 8443, protocol: HTTPS, name: https}\n    tls: {mode: SIMPLE, credentialName: cert}\n",
+            ),
+            "spec.ingress[0].tls.credentialName",
+        );
+        assert_one_error(
+            &sidecar(
+                "  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}\n",
+            ),
+            "spec.ingress[0].tls",
+        );
+    }
+
+    #[test]
+    fn egress_listeners() {
+        assert_valid(&sidecar(
+            "  egress:\n  - port: {number: 0, protocol: HTTP, name: uds}\n    bind: unix:///var/run/egress.sock\n    hosts: ['*/*']\n",
+        ));
+        assert_one_error(
+            &sidecar(
+                "  egress:\n  - port: {number: 0, protocol: HTTP, name: uds}\n    hosts: ['*/*']\n",
+            ),
+            "spec.egress[0].port.number",
+        );
+        assert_one_error(
+            &sidecar(
+                "  egress:\n  - port: {number: 0, protocol: HTTP, name: uds}\n    bind: unix:///var/run/egress.sock\n    captureMode: IPTABLES\n    hosts: ['*/*']\n",
+            ),
+            "spec.egress[0].captureMode",
+        );
+        assert_one_error(
+            &sidecar(
+                "  egress:\n  - port: {number: 80, protocol: HTTP, name: http_web}\n    hosts: ['./*']\n",
+            ),
+            "spec.egress[0].port.name",
+        );
+        assert_one_error(
+            &sidecar(
+                "  egress:\n  - port: {number: 80, protocol: HTTP, name: a}\n    hosts: ['./*']\n  - port: {number: 80, protocol: HTTP, name: b}\n    hosts: ['./*']\n",
+            ),
+            "spec.egress[1].port",
+        );
+        assert_one_error(
+            &sidecar("  egress:\n  - hosts: ['./*']\n  - hosts: ['./*']\n"),
+            "spec.egress[0].port",
+        );
+        assert_one_error(
+            &sidecar("  egress:\n  - hosts: []\n"),
+            "spec.egress[0].hosts",
+        );
+        assert_warning(
+            &sidecar("  egress:\n  - hosts: ['./*', './reviews.default.svc.cluster.local']\n"),
+            "spec.egress[0].hosts[1]",
+        );
+        assert_warning(
+            &sidecar("  egress:\n  - hosts: ['*/*', 'istio-system/*']\n"),
+            "spec.egress[0].hosts",
+        );
+    }
+
+    #[test]
+    fn outbound_traffic_policy() {
+        let policy = |body: &str| sidecar(&format!("  outboundTrafficPolicy:\n{body}"));
+        assert_valid(&policy(
+            "    mode: ALLOW_ANY\n    egressProxy: {host: egress.example.com, port: {number: 443}}\n",
+        ));
+        assert_one_error(
+            &policy(
+                "    mode: REGISTRY_ONLY\n    egressProxy: {host: egress.example.com, port: {number: 443}}\n",
+            ),
+            "spec.outboundTrafficPolicy.egressProxy",
+        );
+        assert_one_error(
+            &policy("    mode: ALLOW_ANY\n    egressProxy: {host: egress.example.com}\n"),
+            "spec.outboundTrafficPolicy.egressProxy.port",
+        );
+        assert_one_error(
+            &policy(
+                "    mode: ALLOW_ANY\n    egressProxy: {host: '*.example.com', port: {number: 443}}\n",
+            ),
+            "spec.outboundTrafficPolicy.egressProxy.host",
+        );
+    }
+
+    #[test]
+    fn an_empty_selector_warns() {
+        assert_warning(
+            &sidecar("  workloadSelector: {}\n  egress:\n  - hosts: ['./*']\n"),
+            "spec.workloadSelector.labels",
         );
     }
 }

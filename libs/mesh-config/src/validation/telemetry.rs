@@ -120,3 +120,72 @@ fn metrics_of(v: &mut Checker, at: &Path, m: &Metrics) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn telemetry(spec: &str) -> String {
+        doc("telemetry.istio.io/v1", "Telemetry", spec)
+    }
+
+    #[test]
+    fn tracing() {
+        assert_valid(&telemetry(
+            "  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 0\n",
+        ));
+        assert_one_error(
+            &telemetry("  tracing:\n  - randomSamplingPercentage: -1\n"),
+            "spec.tracing[0].randomSamplingPercentage",
+        );
+        assert_warning(
+            &telemetry("  tracing:\n  - providers: [{name: a}, {name: b}]\n"),
+            "spec.tracing[0].providers",
+        );
+        assert_warning(&telemetry("  tracing:\n  - {}\n  - {}\n"), "spec.tracing");
+        assert_one_error(
+            &telemetry("  tracing:\n  - customTags:\n      team: {literal: {value: ''}}\n"),
+            "spec.tracing[0].customTags[team].literal.value",
+        );
+        assert_one_error(
+            &telemetry("  tracing:\n  - customTags:\n      ua: {header: {name: ''}}\n"),
+            "spec.tracing[0].customTags[ua].header.name",
+        );
+        assert_one_error(
+            &telemetry("  tracing:\n  - customTags:\n      pod: {environment: {name: ''}}\n"),
+            "spec.tracing[0].customTags[pod].environment.name",
+        );
+    }
+
+    #[test]
+    fn metrics() {
+        assert_one_error(
+            &telemetry(
+                "  metrics:\n  - overrides:\n    - tagOverrides:\n        request_host: {operation: REMOVE, value: x}\n",
+            ),
+            "spec.metrics[0].overrides[0].tagOverrides[request_host].value",
+        );
+        assert_one_error(
+            &telemetry("  metrics:\n  - overrides:\n    - match: {customMetric: ''}\n"),
+            "spec.metrics[0].overrides[0].match.customMetric",
+        );
+        assert_one_error(
+            &telemetry("  metrics:\n  - reportingInterval: 0s\n"),
+            "spec.metrics[0].reportingInterval",
+        );
+    }
+
+    #[test]
+    fn access_logging_and_targets() {
+        assert_one_error(
+            &telemetry("  accessLogging:\n  - filter: {expression: ' '}\n"),
+            "spec.accessLogging[0].filter.expression",
+        );
+        assert_one_error(
+            &telemetry(
+                "  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw, namespace: other}\n",
+            ),
+            "spec.targetRef.namespace",
+        );
+    }
+}

@@ -11,11 +11,6 @@ pub fn report(yaml: &str) -> Report {
     validate(&parsed.remove(0).resource)
 }
 
-/// The paths of the warnings of a document.
-pub fn warning_paths(yaml: &str) -> Vec<String> {
-    report(yaml).warnings.into_iter().map(|f| f.path).collect()
-}
-
 /// Asserts that a document has exactly one error, at `path`.
 #[track_caller]
 pub fn assert_one_error(yaml: &str, path: &str) {
@@ -29,4 +24,24 @@ pub fn assert_one_error(yaml: &str, path: &str) {
 pub fn assert_valid(yaml: &str) {
     let report = report(yaml);
     assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+}
+
+/// A document of `kind` in namespace `default` with the given `spec` body
+/// (already indented by two spaces).
+pub fn doc(api_version: &str, kind: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: test\n  namespace: default\nspec:\n{spec}"
+    )
+}
+
+/// Asserts that a document is valid and warns at `path`.
+#[track_caller]
+pub fn assert_warning(yaml: &str, path: &str) {
+    let report = report(yaml);
+    assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+    assert!(
+        report.warnings.iter().any(|w| w.path == path),
+        "no warning at {path}: {:#?}",
+        report.warnings
+    );
 }

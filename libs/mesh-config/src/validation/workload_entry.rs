@@ -151,3 +151,78 @@ fn readiness_probe(v: &mut Checker, at: &Path, p: &ReadinessProbe) {
         v.check(&at.field("grpc").field("port"), ports::number(port));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    fn we(spec: &str) -> String {
+        doc("networking.istio.io/v1", "WorkloadEntry", spec)
+    }
+
+    fn wg(spec: &str) -> String {
+        doc("networking.istio.io/v1", "WorkloadGroup", spec)
+    }
+
+    #[test]
+    fn addresses() {
+        assert_valid(&we("  address: vm1.example.com\n"));
+        assert_valid(&we("  address: unix:///var/run/app.sock\n"));
+        assert_one_error(&we("  address: unix://relative.sock\n"), "spec.address");
+        assert_one_error(
+            &we("  address: unix:///var/run/app.sock\n  ports: {http: 80}\n"),
+            "spec.ports",
+        );
+        assert_one_error(&we("  address: 'not an address'\n"), "spec.address");
+        assert_warning(&we("  network: vpc-2\n"), "spec.address");
+    }
+
+    #[test]
+    fn ports_and_labels() {
+        assert_one_error(
+            &we("  address: 10.0.0.1\n  ports: {http_web: 80}\n"),
+            "spec.ports[http_web]",
+        );
+        assert_one_error(
+            &we("  address: 10.0.0.1\n  labels: {app: 'bad value!'}\n"),
+            "spec.labels[app]",
+        );
+    }
+
+    #[test]
+    fn group_probes() {
+        assert_valid(&wg(
+            "  template: {}\n  probe:\n    exec: {command: [/bin/true]}\n",
+        ));
+        assert_one_error(
+            &wg("  template: {}\n  probe:\n    periodSeconds: 5\n"),
+            "spec.probe",
+        );
+        assert_one_error(
+            &wg("  template: {}\n  probe:\n    httpGet: {port: 80, scheme: FTP}\n"),
+            "spec.probe.httpGet.scheme",
+        );
+        assert_one_error(
+            &wg(
+                "  template: {}\n  probe:\n    httpGet: {port: 80, httpHeaders: [{name: 'x_y', value: a}]}\n",
+            ),
+            "spec.probe.httpGet.httpHeaders[0].name",
+        );
+        assert_one_error(
+            &wg("  template: {}\n  probe:\n    exec: {command: []}\n"),
+            "spec.probe.exec.command",
+        );
+        assert_one_error(
+            &wg("  template: {}\n  probe:\n    grpc: {port: 0}\n"),
+            "spec.probe.grpc.port",
+        );
+        assert_one_error(
+            &wg("  metadata: {labels: {'a b': c}}\n  template: {}\n"),
+            "spec.metadata.labels[a b]",
+        );
+        assert_one_error(
+            &wg("  template: {ports: {http: 0}}\n"),
+            "spec.template.ports[http]",
+        );
+    }
+}
