@@ -359,6 +359,9 @@ fn proxy_status_shows_the_envoy_synced_on_its_replica_then_nacked_with_envoys_wo
     });
     eprintln!("proxy-status:\n{table}");
     assert!(!in_sync, "proxy-status fails while a proxy refuses config");
-    assert!(table.contains("missing ]"), "RE2's own words, via Envoy: {table}");
+    assert!(
+        table.contains("missing ]"),
+        "RE2's own words, via Envoy: {table}"
+    );
     assert!(mesh.call().is_some_and(|body| body.contains("v1")));
 }

@@ -114,9 +114,10 @@ pub fn reconcile(
             Judged::Unreadable { error } => {
                 unreadable_files.push(document.file.clone());
                 let key = document_key(&document.file, document.document);
-                desired
-                    .verdicts
-                    .insert(key.clone(), verdict(&key, false, &[error.clone()], &[]));
+                desired.verdicts.insert(
+                    key.clone(),
+                    verdict(&key, false, std::slice::from_ref(error), &[]),
+                );
             }
         }
     }
