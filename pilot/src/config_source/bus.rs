@@ -68,7 +68,10 @@ impl BusState {
     }
 
     pub fn config(&self) -> ConfigSet {
-        ConfigSet::from_resources(self.resources.values().cloned())
+        ConfigSet {
+            revision: Some(self.revision),
+            ..ConfigSet::from_resources(self.resources.values().cloned())
+        }
     }
 }
 
@@ -144,7 +147,7 @@ mod tests {
         assert!(!state.apply(put("VirtualService/shop/b", virtual_service("b"), 2)));
         assert!(state.apply(StateEvent::Synced { revision: 2 }));
         assert_eq!(state.config().virtual_services.len(), 2);
-        assert_eq!(state.revision(), 2);
+        assert_eq!(state.config().revision, Some(2));
 
         assert!(state.apply(StateEvent::Delete {
             key: "VirtualService/shop/a".into(),

@@ -52,6 +52,9 @@ pub struct ConfigSet {
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     /// Kinds pilot keeps (for `/debug/configz`) but does not translate yet.
     pub other: Vec<AnyResource>,
+    /// The bus revision this config is as of, when it came from the bus:
+    /// every replica at the same revision serves the same config.
+    pub revision: Option<u64>,
 }
 
 pub use mesh_config::store::DEFAULT_NAMESPACE;

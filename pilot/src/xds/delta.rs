@@ -124,7 +124,7 @@ impl XdsProtocol for Delta {
             state.sent.remove(name);
         }
         let changed_names: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
-        let version = context.version.to_string();
+        let version = context.system_version();
         let nonce = connection.next_nonce();
         let response = DeltaDiscoveryResponse {
             system_version_info: version.clone(),

@@ -71,6 +71,17 @@ impl PushContext {
         }
     }
 
+    /// The version proxies are told (delta's `system_version_info`): the
+    /// bus revision the config came from, so every replica says the same;
+    /// else this pilot's push count.
+    pub fn system_version(&self) -> String {
+        self.snapshot
+            .config
+            .revision
+            .unwrap_or(self.version)
+            .to_string()
+    }
+
     /// The context that follows `previous` with `snapshot`: the view and
     /// scope caches are kept when only endpoints changed, so clusters,
     /// listeners and routes are not generated again.
