@@ -29,11 +29,11 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ScannedDocument>> {
 
 fn scan_file(path: &Path, file: &str) -> Vec<ScannedDocument> {
     let unreadable = |error: String| {
-        vec![ScannedDocument {
-            file: file.to_owned(),
-            document: 1,
-            judged: Judged::Unreadable { error },
-        }]
+        vec![ScannedDocument::in_file(
+            file,
+            1,
+            Judged::Unreadable { error },
+        )]
     };
     match std::fs::metadata(path) {
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
@@ -52,18 +52,16 @@ fn scan_file(path: &Path, file: &str) -> Vec<ScannedDocument> {
     mesh_config::parse_documents(file, &text)
         .into_iter()
         .map(|parsed| match parsed {
-            Ok(parsed) => ScannedDocument {
-                file: file.to_owned(),
-                document: parsed.location.document,
-                judged: judge(&parsed.resource),
-            },
-            Err(error) => ScannedDocument {
-                file: file.to_owned(),
-                document: error.location.document,
-                judged: Judged::Unreadable {
+            Ok(parsed) => {
+                ScannedDocument::in_file(file, parsed.location.document, judge(&parsed.resource))
+            }
+            Err(error) => ScannedDocument::in_file(
+                file,
+                error.location.document,
+                Judged::Unreadable {
                     error: error.to_string(),
                 },
-            },
+            ),
         })
         .collect()
 }

@@ -3,10 +3,13 @@
 //! [`CONFIG_BUCKET`], with a verdict per resource in [`VERDICT_BUCKET`].
 //!
 //! - [`directory`]: reading and judging a `--config-dir`.
+//! - [`kubernetes`]: the same for objects from the API server's watches.
 //! - [`reconcile`]: what the buckets should hold after a scan (pure).
-//! - [`DirectoryIntake`]: watches the directory and writes the difference.
+//! - [`Publisher`]: writes the difference to the buckets, for one source.
+//! - [`DirectoryIntake`]: watches the directory and publishes it.
 
 pub mod directory;
+pub mod kubernetes;
 pub mod reconcile;
 
 use std::collections::BTreeMap;
@@ -47,57 +50,45 @@ impl Buckets {
     }
 }
 
-/// A config directory published to the buckets, kept in step with it.
-pub struct DirectoryIntake {
-    root: PathBuf,
+/// Writes one source's config and verdicts to the buckets: only what
+/// differs from what it last wrote, and it deletes only its own keys
+/// (those whose verdict source starts with its prefix, `dir:` or `k8s:`).
+pub struct Publisher {
     buckets: Buckets,
-    /// What the buckets hold, as far as this intake knows.
+    /// What the buckets hold of this source, as far as it knows.
     published: Desired,
-    /// The directory's files as last scanned; `None` forces a scan.
-    fingerprint: Option<Vec<(PathBuf, Option<SystemTime>, u64)>>,
 }
 
-impl DirectoryIntake {
-    /// Starts from what the buckets already hold (a restarted galley does
-    /// not rewrite what is there, and knows which file published what).
-    pub async fn new(root: PathBuf, buckets: Buckets) -> anyhow::Result<DirectoryIntake> {
-        let published = load_published(&buckets).await?;
+impl Publisher {
+    /// Starts from what the buckets already hold of `source_prefix`'s (a
+    /// restarted galley does not rewrite what is there, and knows which
+    /// file published what).
+    pub async fn new(buckets: Buckets, source_prefix: &str) -> anyhow::Result<Publisher> {
+        let published = load_published(&buckets, source_prefix).await?;
         tracing::info!(
+            source = source_prefix,
             resources = published.config.len(),
             verdicts = published.verdicts.len(),
             "config already on the bus"
         );
-        Ok(DirectoryIntake {
-            root,
-            buckets,
-            published,
-            fingerprint: None,
-        })
+        Ok(Publisher { buckets, published })
     }
 
-    /// Scans when the directory changed (or the last write failed) and
-    /// writes the difference; returns whether anything was written.
-    pub async fn sync_once(&mut self) -> anyhow::Result<bool> {
-        let fingerprint = fingerprint(&self.root)?;
-        if self.fingerprint.as_ref() == Some(&fingerprint) {
-            return Ok(false);
-        }
-        let scan = directory::scan(&self.root)?;
-        let now = rfc3339_now();
-        let desired = reconcile::reconcile(&self.published.config, &scan, &now);
+    /// What this source has published.
+    pub fn published(&self) -> &BTreeMap<String, Published> {
+        &self.published.config
+    }
+
+    /// Makes the buckets hold `scan`'s verdict, keeping accepted state as
+    /// [`reconcile`] says; returns (resources written, resources rejected).
+    pub async fn publish(
+        &mut self,
+        scan: &[reconcile::ScannedDocument],
+    ) -> Result<(usize, usize), KvError> {
+        let desired = reconcile::reconcile(&self.published.config, scan, &rfc3339_now());
         let rejected = desired.verdicts.values().filter(|v| !v.accepted).count();
-        // Until every write lands, scan again next time.
-        self.fingerprint = None;
         let written = self.write(desired).await?;
-        self.fingerprint = Some(fingerprint);
-        tracing::info!(
-            dir = %self.root.display(),
-            resources = self.published.config.len(),
-            rejected,
-            written,
-            "config directory published"
-        );
-        Ok(written > 0)
+        Ok((written, rejected))
     }
 
     /// Writes what differs between `desired` and the buckets.
@@ -146,6 +137,46 @@ impl DirectoryIntake {
         }
         Ok(written)
     }
+}
+
+/// A config directory published to the buckets, kept in step with it.
+pub struct DirectoryIntake {
+    root: PathBuf,
+    publisher: Publisher,
+    /// The directory's files as last scanned; `None` forces a scan.
+    fingerprint: Option<Vec<(PathBuf, Option<SystemTime>, u64)>>,
+}
+
+impl DirectoryIntake {
+    pub async fn new(root: PathBuf, buckets: Buckets) -> anyhow::Result<DirectoryIntake> {
+        Ok(DirectoryIntake {
+            root,
+            publisher: Publisher::new(buckets, "dir:").await?,
+            fingerprint: None,
+        })
+    }
+
+    /// Scans when the directory changed (or the last write failed) and
+    /// writes the difference; returns whether anything was written.
+    pub async fn sync_once(&mut self) -> anyhow::Result<bool> {
+        let fingerprint = fingerprint(&self.root)?;
+        if self.fingerprint.as_ref() == Some(&fingerprint) {
+            return Ok(false);
+        }
+        let scan = directory::scan(&self.root)?;
+        // Until every write lands, scan again next time.
+        self.fingerprint = None;
+        let (written, rejected) = self.publisher.publish(&scan).await?;
+        self.fingerprint = Some(fingerprint);
+        tracing::info!(
+            dir = %self.root.display(),
+            resources = self.publisher.published().len(),
+            rejected,
+            written,
+            "config directory published"
+        );
+        Ok(written > 0)
+    }
 
     /// Keeps the buckets in step with the directory until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
@@ -175,7 +206,7 @@ fn differs(a: &Verdict, b: &Verdict) -> bool {
 
 /// The buckets' current content; which file published each resource comes
 /// from its verdict's source (`dir:<file>#<document>`).
-async fn load_published(buckets: &Buckets) -> anyhow::Result<Desired> {
+async fn load_published(buckets: &Buckets, source_prefix: &str) -> anyhow::Result<Desired> {
     let mut verdicts = StateMirror::new();
     verdicts
         .sync(&mut buckets.verdicts.watch_state())
@@ -186,25 +217,31 @@ async fn load_published(buckets: &Buckets) -> anyhow::Result<Desired> {
         .sync(&mut buckets.config.watch_state())
         .await
         .map_err(|_| anyhow::anyhow!("the bus closed while reading the config"))?;
-    let verdicts: BTreeMap<String, Verdict> = verdicts.into_entries();
+    let verdicts: BTreeMap<String, Verdict> = verdicts
+        .into_entries()
+        .into_iter()
+        .filter(|(_, verdict)| verdict.source.starts_with(source_prefix))
+        .collect();
+    // A resource is this source's when its verdict is.
     let config = config
         .into_entries()
         .into_iter()
-        .map(|(key, resource)| {
-            let file = verdicts
-                .get(&key)
-                .and_then(|verdict| source_file(&verdict.source))
-                .unwrap_or_default();
-            (key, Published { resource, file })
+        .filter_map(|(key, resource)| {
+            let file = source_file(&verdicts.get(&key)?.source);
+            Some((key, Published { resource, file }))
         })
         .collect();
     Ok(Desired { config, verdicts })
 }
 
-fn source_file(source: &str) -> Option<String> {
-    let path = source.strip_prefix("dir:")?;
-    let (file, _document) = path.rsplit_once('#')?;
-    Some(file.to_owned())
+/// The file a verdict's source names: `a.yaml` for `dir:a.yaml#2`; a
+/// Kubernetes object is its own file (`k8s:<key>`).
+fn source_file(source: &str) -> String {
+    source
+        .strip_prefix("dir:")
+        .and_then(|path| path.rsplit_once('#'))
+        .map_or(source, |(file, _document)| file)
+        .to_owned()
 }
 
 /// The current UTC time as RFC 3339, to the second.

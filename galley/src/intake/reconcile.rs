@@ -34,11 +34,38 @@ pub enum Judged {
 /// A document and where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScannedDocument {
-    /// The file it is in, relative to the config directory.
+    /// The file it is in, relative to the config directory; for an object
+    /// from Kubernetes, `k8s:<key>` (each object its own file).
     pub file: String,
     /// Its position in the file, from 1.
     pub document: usize,
+    /// Where it came from, for people: `dir:<file>#<document>` or
+    /// `k8s:<key>`.
+    pub source: String,
     pub judged: Judged,
+}
+
+impl ScannedDocument {
+    /// Document `document` of `file` in the config directory.
+    pub fn in_file(file: &str, document: usize, judged: Judged) -> ScannedDocument {
+        ScannedDocument {
+            file: file.to_owned(),
+            document,
+            source: format!("dir:{file}#{document}"),
+            judged,
+        }
+    }
+
+    /// An object read from the Kubernetes API server, known by `key`.
+    pub fn from_kubernetes(key: &str, judged: Judged) -> ScannedDocument {
+        let source = format!("k8s:{key}");
+        ScannedDocument {
+            file: source.clone(),
+            document: 1,
+            source,
+            judged,
+        }
+    }
 }
 
 /// A published resource and the file it came from.
@@ -65,13 +92,13 @@ pub fn reconcile(
     let mut desired = Desired::default();
     let mut unreadable_files = Vec::new();
     for document in scan {
-        let source = format!("dir:{}#{}", document.file, document.document);
+        let source = &document.source;
         let verdict = |key: &str, accepted, errors: &[String], warnings: &[String]| Verdict {
             key: key.to_owned(),
             accepted,
             errors: errors.to_vec(),
             warnings: warnings.to_vec(),
-            source: source.clone(),
+            source: source.to_owned(),
             observed_at: now.to_owned(),
         };
         match &document.judged {
@@ -151,11 +178,7 @@ mod tests {
     const NOW: &str = "2026-11-22T10:00:00Z";
 
     fn doc(file: &str, document: usize, judged: Judged) -> ScannedDocument {
-        ScannedDocument {
-            file: file.into(),
-            document,
-            judged,
-        }
+        ScannedDocument::in_file(file, document, judged)
     }
 
     fn accepted(key: &str, weight: u32) -> Judged {
