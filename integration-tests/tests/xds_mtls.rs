@@ -1,13 +1,15 @@
 //! xDS over mutual TLS with real parts: citadel issues pilot's serving
 //! certificate and the sidecar's client certificate; an agent with
 //! `MUTUAL_TLS` gets its Envoy configured through pilot's TLS port; clients
-//! without a mesh certificate are refused by pilot, and a pilot with the
-//! wrong identity is refused by the agent.
+//! without a mesh certificate are refused by pilot, a proxy gets config only
+//! for the namespace its certificate proves, and a pilot with the wrong
+//! identity is refused by the agent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use integration_tests::agent::{Agent, AgentWorkload};
 use integration_tests::config_dir::ConfigDir;
 use integration_tests::eventually;
@@ -18,6 +20,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
+use trireme_proto::envoy::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
+    DiscoveryRequest, DiscoveryResponse,
+};
 use workload_identity::testing::TestCa;
 use workload_identity::{CaClient, CertificateManager, ManagerConfig, WorkloadIdentity};
 
@@ -127,6 +134,36 @@ fn pilots_tls_port_refuses_clients_without_a_mesh_certificate() {
 }
 
 #[test]
+fn a_proxy_gets_config_only_for_the_namespace_its_certificate_proves() {
+    let mesh = mesh();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let shop_client = runtime.block_on(async {
+        let manager = CertificateManager::start(
+            ManagerConfig::new("spiffe://cluster.local/ns/shop/sa/client"),
+            CaClient::new(mesh.ca.client_config()).unwrap(),
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), manager.ready())
+            .await
+            .expect("a certificate from citadel")
+    });
+    let own = "sidecar~127.0.0.20~client-1.shop~shop.svc.cluster.local";
+    let answer = runtime.block_on(first_ads_answer(mesh.tls_addr, &shop_client, own));
+    assert!(answer.is_ok(), "its own namespace refused: {answer:?}");
+
+    let claimed = "sidecar~127.0.0.20~payments-1.payments~payments.svc.cluster.local";
+    let refused = runtime
+        .block_on(first_ads_answer(mesh.tls_addr, &shop_client, claimed))
+        .expect_err("a shop certificate must not get payments' config");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("ns/shop"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[test]
 fn the_agent_refuses_a_pilot_with_another_identity() {
     let mesh = mesh();
     let root = tempfile::tempdir().unwrap();
@@ -166,6 +203,29 @@ async fn h2_answer(
     addr: SocketAddr,
     client: Option<&WorkloadIdentity>,
 ) -> Result<usize, std::io::Error> {
+    let config = client_config(client);
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("pilot").unwrap(), tcp)
+            .await?;
+        // The HTTP/2 client preface and an empty SETTINGS frame.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await?;
+        tls.flush().await?;
+        let mut buffer = [0u8; 64];
+        match tls.read(&mut buffer).await? {
+            0 => Err(std::io::Error::other("closed without an answer")),
+            n => Ok(n),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 10s"))?
+}
+
+/// TLS settings presenting `client` (or no certificate), taking any server.
+fn client_config(client: Option<&WorkloadIdentity>) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -186,24 +246,54 @@ async fn h2_answer(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("pilot").unwrap(), tcp)
-            .await?;
-        // The HTTP/2 client preface and an empty SETTINGS frame.
-        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            .await?;
-        tls.flush().await?;
-        let mut buffer = [0u8; 64];
-        match tls.read(&mut buffer).await? {
-            0 => Err(std::io::Error::other("closed without an answer")),
-            n => Ok(n),
+    config
+}
+
+/// Opens ADS on pilot's TLS port presenting `client`, sends a CDS request
+/// from node `node_id`, and returns pilot's first answer.
+async fn first_ads_answer(
+    addr: SocketAddr,
+    client: &WorkloadIdentity,
+    node_id: &str,
+) -> Result<DiscoveryResponse, tonic::Status> {
+    let config = Arc::new(client_config(Some(client)));
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from("pilot").unwrap(), tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
         }
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://pilot")
+        .connect_with_connector(connector)
         .await
-        .map_err(|_| std::io::Error::other("no answer within 10s"))?
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let request = DiscoveryRequest {
+        node: Some(Node {
+            id: node_id.to_owned(),
+            ..Node::default()
+        }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        ..DiscoveryRequest::default()
+    };
+    // Keep the request side open, as Envoy does.
+    let requests = futures::stream::iter([request]).chain(futures::stream::pending());
+    let answer = async {
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(requests)
+            .await?
+            .into_inner();
+        responses
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::unknown("the stream ended without an answer"))
+    };
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer within 10s"))?
 }
 
 /// These tests are about pilot's check of clients, so this client takes any

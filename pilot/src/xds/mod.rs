@@ -2,6 +2,7 @@
 //! generated once per proxy view and shared, and the ADS server that streams
 //! them (state-of-the-world and delta), tracking ACK/NACK per proxy and type.
 
+pub mod authorization;
 pub mod connection;
 pub mod debounce;
 pub mod delta;

@@ -14,6 +14,9 @@ use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
     },
 };
 
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::authorization::{PeerIdentity, authorize, peer_identity};
 use super::connection::{Connection, StreamShared};
 use super::delta::Delta;
 use super::push_context::PushContext;
@@ -51,12 +54,21 @@ impl AdsServer {
     /// stream's status.
     fn open_stream<P: XdsProtocol>(
         &self,
-        mut requests: Streaming<P::Request>,
+        request: Request<Streaming<P::Request>>,
     ) -> Response<ResponseStream<P::Response>> {
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let (contexts, shared) = (self.contexts.clone(), self.shared.clone());
+        let peer = peer_of(&request);
+        let mut requests = request.into_inner();
         tokio::spawn(async move {
-            match first_request::<P>(&mut requests).await {
+            let opened = first_request::<P>(&mut requests)
+                .await
+                .and_then(|(first, proxy)| match &peer {
+                    Some(Err(reason)) => Err(Status::unauthenticated(reason.clone())),
+                    Some(Ok(peer)) => authorize(peer, &proxy).map(|()| (first, proxy)),
+                    None => Ok((first, proxy)),
+                });
+            match opened {
                 Ok((first, proxy)) => {
                     let connection = Connection::open(proxy, shared, P::NAME);
                     stream::serve::<P, _>(connection, first, requests, contexts, outbox).await;
@@ -68,6 +80,21 @@ impl AdsServer {
         });
         Response::new(outbox_stream(receiver))
     }
+}
+
+/// The identity a stream's client certificate proves: `None` on the
+/// plain-text port, an error when the certificate names no workload.
+fn peer_of<T>(request: &Request<T>) -> Option<Result<PeerIdentity, String>> {
+    let info = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let leaf = info
+        .peer_certs()
+        .and_then(|chain| chain.first().map(|cert| cert.to_vec()));
+    Some(match leaf {
+        Some(der) => peer_identity(&der),
+        None => Err("no client certificate".to_owned()),
+    })
 }
 
 /// Waits for a stream's first request, which must identify the proxy.
@@ -101,13 +128,13 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(self.open_stream::<Sotw>(request.into_inner()))
+        Ok(self.open_stream::<Sotw>(request))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(self.open_stream::<Delta>(request.into_inner()))
+        Ok(self.open_stream::<Delta>(request))
     }
 }
