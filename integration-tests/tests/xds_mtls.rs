@@ -58,6 +58,20 @@ struct Mesh {
     tls_addr: SocketAddr,
 }
 
+impl Mesh {
+    /// A certificate from the mesh's citadel for `shop/client`.
+    async fn client_certificate(&self) -> Arc<WorkloadIdentity> {
+        let manager = CertificateManager::start(
+            ManagerConfig::new("spiffe://cluster.local/ns/shop/sa/client"),
+            CaClient::new(self.ca.client_config()).unwrap(),
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), manager.ready())
+            .await
+            .expect("a certificate from citadel")
+    }
+}
+
 fn mesh() -> Mesh {
     let config = ConfigDir::new();
     config.write("catalog.yaml", CATALOG);
@@ -105,16 +119,7 @@ fn a_mutual_tls_sidecar_gets_its_config_from_pilots_tls_port() {
 fn pilots_tls_port_refuses_clients_without_a_mesh_certificate() {
     let mesh = mesh();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mesh_identity = runtime.block_on(async {
-        let manager = CertificateManager::start(
-            ManagerConfig::new("spiffe://cluster.local/ns/shop/sa/client"),
-            CaClient::new(mesh.ca.client_config()).unwrap(),
-        )
-        .unwrap();
-        tokio::time::timeout(Duration::from_secs(10), manager.ready())
-            .await
-            .expect("a certificate from citadel")
-    });
+    let mesh_identity = runtime.block_on(mesh.client_certificate());
     let stranger = TestCa::new().issue(
         "spiffe://cluster.local/ns/shop/sa/client",
         Duration::from_secs(3600),
@@ -137,16 +142,7 @@ fn pilots_tls_port_refuses_clients_without_a_mesh_certificate() {
 fn a_proxy_gets_config_only_for_the_namespace_its_certificate_proves() {
     let mesh = mesh();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let shop_client = runtime.block_on(async {
-        let manager = CertificateManager::start(
-            ManagerConfig::new("spiffe://cluster.local/ns/shop/sa/client"),
-            CaClient::new(mesh.ca.client_config()).unwrap(),
-        )
-        .unwrap();
-        tokio::time::timeout(Duration::from_secs(10), manager.ready())
-            .await
-            .expect("a certificate from citadel")
-    });
+    let shop_client = runtime.block_on(mesh.client_certificate());
     let own = "sidecar~127.0.0.20~client-1.shop~shop.svc.cluster.local";
     let answer = runtime.block_on(first_ads_answer(mesh.tls_addr, &shop_client, own));
     assert!(answer.is_ok(), "its own namespace refused: {answer:?}");

@@ -2,11 +2,7 @@
 //! its verdict bucket on the bus: every rejected resource with the field
 //! path and reason, and warnings.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::Args;
-use event_bus::{BucketConfig, Bus, StateMirror};
 use mesh_config::store::{VERDICT_BUCKET, Verdict};
 
 #[derive(Debug, Args)]
@@ -24,16 +20,9 @@ pub struct AnalyzeArgs {
     pub all: bool,
 }
 
-/// How long to wait for the bus before giving up.
-const BUS_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Returns whether no resource is rejected.
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<bool> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let verdicts = runtime.block_on(read_verdicts(&args.nats_url))?;
+    let verdicts: Vec<Verdict> = super::bus::read_bucket(&args.nats_url, VERDICT_BUCKET)?;
     let rejected = verdicts.iter().filter(|v| !v.accepted).count();
     for verdict in &verdicts {
         for line in describe(verdict, args.all) {
@@ -52,25 +41,6 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(rejected == 0)
-}
-
-async fn read_verdicts(nats_url: &str) -> anyhow::Result<Vec<Verdict>> {
-    let read = async {
-        let bus = Bus::connect(nats_url, "trireme-analyze").await?;
-        let bucket = bus
-            .kv_bucket::<Verdict>(BucketConfig::new(VERDICT_BUCKET))
-            .await?;
-        let mut mirror = StateMirror::new();
-        mirror
-            .sync(&mut bucket.watch_state())
-            .await
-            .map_err(|_| anyhow::anyhow!("the bus closed"))?;
-        anyhow::Ok(mirror.into_entries().into_values().collect())
-    };
-    tokio::time::timeout(BUS_TIMEOUT, read)
-        .await
-        .with_context(|| format!("no answer from NATS at {nats_url} within {BUS_TIMEOUT:?}"))?
-        .with_context(|| format!("reading galley's verdicts from {nats_url}"))
 }
 
 /// The lines for one verdict, as `istioctl analyze` lays them out: level,

@@ -1,6 +1,7 @@
 //! One module per `trireme` subcommand.
 
 pub mod analyze;
+mod bus;
 pub mod proxy_status;
 pub mod token;
 pub mod validate;

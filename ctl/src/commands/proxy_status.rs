@@ -2,11 +2,7 @@
 //! whether it has applied what it was sent, per xDS type, from the sync
 //! state the replicas publish on the bus. NACKs come with Envoy's message.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::Args;
-use event_bus::{BucketConfig, Bus, StateMirror};
 use mesh_config::store::{PROXY_STATUS_BUCKET, ProxyStatus};
 
 #[derive(Debug, Args)]
@@ -22,40 +18,16 @@ pub struct ProxyStatusArgs {
 
 /// The types shown as columns, in `istioctl proxy-status` order.
 const COLUMNS: [&str; 4] = ["CDS", "LDS", "EDS", "RDS"];
-const BUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Returns whether every proxy is in sync (no NACK).
 pub fn run(args: &ProxyStatusArgs) -> anyhow::Result<bool> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let statuses = runtime.block_on(read_statuses(&args.nats_url))?;
+    let statuses: Vec<ProxyStatus> = super::bus::read_bucket(&args.nats_url, PROXY_STATUS_BUCKET)?;
     print!("{}", render(&statuses));
     let nacked = statuses
         .iter()
         .flat_map(|status| status.types.values())
         .any(|state| state.nack.is_some());
     Ok(!nacked)
-}
-
-async fn read_statuses(nats_url: &str) -> anyhow::Result<Vec<ProxyStatus>> {
-    let read = async {
-        let bus = Bus::connect(nats_url, "trireme-proxy-status").await?;
-        let bucket = bus
-            .kv_bucket::<ProxyStatus>(BucketConfig::new(PROXY_STATUS_BUCKET))
-            .await?;
-        let mut mirror = StateMirror::new();
-        mirror
-            .sync(&mut bucket.watch_state())
-            .await
-            .map_err(|_| anyhow::anyhow!("the bus closed"))?;
-        anyhow::Ok(mirror.into_entries().into_values().collect())
-    };
-    tokio::time::timeout(BUS_TIMEOUT, read)
-        .await
-        .with_context(|| format!("no answer from NATS at {nats_url} within {BUS_TIMEOUT:?}"))?
-        .with_context(|| format!("reading proxy status from {nats_url}"))
 }
 
 /// A table, one proxy per row, then Envoy's words for every NACK.

@@ -6,7 +6,7 @@ use super::virtual_service::gateway_reference;
 use super::{Checker, Path, durations, http, names, ports, regex};
 use crate::networking::virtual_service::{
     CorsPolicy, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite,
-    HttpRoute,
+    HttpRoute, grpc_status_code,
 };
 
 /// One HTTP route; `in_delegate` when it belongs to a delegate VirtualService.
@@ -257,27 +257,6 @@ fn cors_policy(v: &mut Checker, at: &Path, cors: &CorsPolicy) {
     }
 }
 
-/// gRPC status names Envoy can inject.
-const GRPC_STATUSES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 fn fault_injection(v: &mut Checker, at: &Path, fault: &HttpFaultInjection) {
     if fault.abort.is_none() && fault.delay.is_none() {
         v.error(at, "fault injection needs an abort, a delay or both");
@@ -294,7 +273,7 @@ fn fault_injection(v: &mut Checker, at: &Path, fault: &HttpFaultInjection) {
         } else if let Some(status) = &abort.grpc_status {
             v.require(
                 &at.field("grpcStatus"),
-                GRPC_STATUSES.contains(&status.as_str()),
+                grpc_status_code(status).is_some(),
                 format!("{status:?} is not a gRPC status name such as UNAVAILABLE"),
             );
         } else if abort.http2_error.is_some() {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use mesh_config::networking::virtual_service::{
     Abort, CorsPolicy, Delay, Destination, HttpFaultInjection, HttpRetry, HttpRoute, Percent,
-    StringMatch, UnmatchedPreflights,
+    StringMatch, UnmatchedPreflights, grpc_status_code,
 };
 use trireme_proto::envoy::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use trireme_proto::envoy::pb::envoy::config::route::v3::{
@@ -235,33 +235,6 @@ fn fault_abort(abort: &Abort) -> Option<FaultAbort> {
         error_type: Some(error),
         ..Default::default()
     })
-}
-
-/// gRPC status names as Istio accepts them.
-fn grpc_status_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
-        .iter()
-        .position(|n| *n == name)
-        .map(|code| code as u32)
 }
 
 // ---- CORS ----
