@@ -7,6 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::kinds::Kind;
 
+pub mod cel_rules;
+
 /// The CRD of `kind` as a JSON value (apiextensions.k8s.io/v1), every served
 /// version carrying the same structural schema.
 pub fn custom_resource_definition(kind: Kind) -> Value {
@@ -72,6 +74,7 @@ fn open_api_schema(kind: Kind) -> Value {
         .into_generator();
     let mut spec = kind.spec_schema(&mut generator).to_value();
     make_structural(&mut spec);
+    cel_rules::apply(kind, &mut spec);
     if let Some(object) = spec.as_object_mut() {
         object.insert(
             "description".into(),
