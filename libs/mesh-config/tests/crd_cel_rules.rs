@@ -531,6 +531,19 @@ fn every_rule_is_placed_and_has_a_message() {
     }
 }
 
+#[test]
+fn every_rule_is_valid_cel() {
+    for rule in cel_rules::all_rules() {
+        if let Err(error) = cel_parser::Parser::new().parse(rule.rule) {
+            panic!("{}: {:?} does not parse: {error}", rule.id, rule.rule);
+        }
+    }
+    // The parser does refuse broken expressions.
+    for broken in ["has(self.a) &&& true", "a b", "self.)"] {
+        assert!(cel_parser::Parser::new().parse(broken).is_err(), "{broken}");
+    }
+}
+
 // ---- galley agrees: one fixture per rule, refused at the rule's field --------
 
 fn fixture_dir() -> PathBuf {
@@ -660,21 +673,20 @@ fn kubectl_reads_the_crds() {
         return;
     };
     assert!(version.status.success());
-    let dir = std::env::temp_dir().join(format!("trireme-crds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut kustomization = String::from("resources:\n");
     for kind in Kind::ALL {
         let name = crd::file_name(*kind);
-        std::fs::write(dir.join(&name), crd::custom_resource_definition_yaml(*kind)).unwrap();
+        let yaml = crd::custom_resource_definition_yaml(*kind);
+        std::fs::write(dir.path().join(&name), yaml).unwrap();
         kustomization.push_str(&format!("- {name}\n"));
     }
-    std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
     let output = std::process::Command::new("kubectl")
         .arg("kustomize")
-        .arg(&dir)
+        .arg(dir.path())
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         output.status.success(),
         "{}",
