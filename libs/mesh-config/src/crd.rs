@@ -1,6 +1,8 @@
 //! CustomResourceDefinitions generated from the config model, so the schema the
 //! API server enforces is the one Trireme parses. The checked-in copies live in
 //! `deploy/crds/`; a test fails when they are stale (`make crds` rewrites them).
+//! The schemas carry the CEL rules of Istio's own CRDs ([`cel_rules`], which
+//! galley's `validation` enforces too) and Istio's size limits ([`limits`]).
 
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
@@ -8,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::kinds::Kind;
 
 pub mod cel_rules;
+pub mod limits;
 
 /// The CRD of `kind` as a JSON value (apiextensions.k8s.io/v1), every served
 /// version carrying the same structural schema.
@@ -75,6 +78,7 @@ fn open_api_schema(kind: Kind) -> Value {
     let mut spec = kind.spec_schema(&mut generator).to_value();
     make_structural(&mut spec);
     cel_rules::apply(kind, &mut spec);
+    limits::apply(kind, &mut spec);
     if let Some(object) = spec.as_object_mut() {
         object.insert(
             "description".into(),

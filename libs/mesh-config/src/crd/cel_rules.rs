@@ -1,5 +1,4 @@
-//! The CEL rules (`x-kubernetes-validations`) and size limits that Istio's own
-//! CRDs carry, placed at the same fields of the schemas generated from our
+//! The CEL rules (`x-kubernetes-validations`) that Istio's own CRDs carry, placed at the same fields of the schemas generated from our
 //! types, so the API server refuses what galley refuses (galley enforces the
 //! same rules in `validation`, for config that never meets an API server).
 //!
@@ -7,6 +6,7 @@
 //! whose semantics it mirrors. Placements are JSON pointers into the `spec`
 //! schema after it was made structural; a pointer that no longer resolves is
 //! a bug that [`apply`] reports by panicking (the tests render every kind).
+//! The size limits Istio sets beside them are in `limits`.
 
 use serde_json::{Value, json};
 
@@ -27,17 +27,6 @@ pub struct Placement {
     pub kind: Kind,
     pub at: String,
     pub rules: &'static [CelRule],
-}
-
-/// A size limit (`maxItems`, `maxLength`, `maxProperties`) Istio sets; besides
-/// refusing huge documents, it bounds the estimated cost of the CEL rules
-/// that iterate the value, which the API server checks when the CRD is created.
-#[derive(Debug, Clone)]
-pub struct Limit {
-    pub kind: Kind,
-    pub at: String,
-    pub keyword: &'static str,
-    pub value: u64,
 }
 
 // ---- Rules shared by several kinds -------------------------------------------
@@ -504,7 +493,7 @@ const DURATIONS_WITHOUT_BOUND: &[&str] = &[
 /// be placed on every duration field; removed here.
 pub const DURATION_MARKER: &str = "x-trireme-duration";
 
-/// Adds the rules and limits of `kind` to its `spec` schema.
+/// Adds the CEL rules of `kind` to its `spec` schema.
 pub fn apply(kind: Kind, spec: &mut Value) {
     apply_durations(spec, String::new());
     for placement in placements().iter().filter(|p| p.kind == kind) {
@@ -522,15 +511,9 @@ pub fn apply(kind: Kind, spec: &mut Value) {
                 .map(|r| json!({ "rule": r.rule, "message": r.message })),
         );
     }
-    for limit in limits().iter().filter(|l| l.kind == kind) {
-        resolve(kind, spec, &limit.at)
-            .as_object_mut()
-            .expect("a schema is an object")
-            .insert(limit.keyword.into(), json!(limit.value));
-    }
 }
 
-fn resolve<'a>(kind: Kind, spec: &'a mut Value, at: &str) -> &'a mut Value {
+pub(super) fn resolve<'a>(kind: Kind, spec: &'a mut Value, at: &str) -> &'a mut Value {
     spec.pointer_mut(at)
         .unwrap_or_else(|| panic!("{kind:?}: no schema at {at:?} for a CEL rule or limit"))
 }
@@ -560,220 +543,4 @@ fn apply_durations(schema: &mut Value, at: String) {
             apply_durations(child, format!("{at}/{key}"));
         }
     }
-}
-
-fn limit(kind: Kind, at: impl Into<String>, keyword: &'static str, value: u64) -> Limit {
-    Limit {
-        kind,
-        at: at.into(),
-        keyword,
-        value,
-    }
-}
-
-/// Istio's size limits on the fields our model has, at least wherever a CEL
-/// rule iterates or scans the value.
-pub fn limits() -> Vec<Limit> {
-    use Kind::*;
-    let mut all = Vec::new();
-    all.extend([
-        // WorkloadEntry fields, wherever a WorkloadEntry schema appears.
-        limit(WorkloadEntry, "/properties/address", "maxLength", 256),
-        limit(WorkloadEntry, "/properties/ports", "maxProperties", 128),
-        limit(WorkloadEntry, "/properties/labels", "maxProperties", 256),
-        limit(WorkloadEntry, "/properties/network", "maxLength", 2048),
-        limit(WorkloadEntry, "/properties/locality", "maxLength", 2048),
-        limit(WorkloadEntry, "/properties/serviceAccount", "maxLength", 253),
-        limit(ServiceEntry, "/properties/endpoints/items/properties/address", "maxLength", 256),
-        limit(ServiceEntry, "/properties/endpoints/items/properties/ports", "maxProperties", 128),
-        limit(ServiceEntry, "/properties/endpoints/items/properties/labels", "maxProperties", 256),
-        limit(ServiceEntry, "/properties/endpoints/items/properties/network", "maxLength", 2048),
-        limit(ServiceEntry, "/properties/endpoints/items/properties/locality", "maxLength", 2048),
-        limit(ServiceEntry, "/properties/endpoints/items/properties/serviceAccount", "maxLength", 253),
-        limit(WorkloadGroup, "/properties/template/properties/address", "maxLength", 256),
-        limit(WorkloadGroup, "/properties/template/properties/ports", "maxProperties", 128),
-        limit(WorkloadGroup, "/properties/template/properties/labels", "maxProperties", 256),
-        limit(WorkloadGroup, "/properties/metadata/properties/labels", "maxProperties", 256),
-        limit(WorkloadGroup, "/properties/metadata/properties/annotations", "maxProperties", 256),
-        // ServiceEntry lists.
-        limit(ServiceEntry, "/properties/hosts", "maxItems", 256),
-        limit(ServiceEntry, "/properties/hosts", "minItems", 1),
-        limit(ServiceEntry, "/properties/addresses", "maxItems", 256),
-        limit(ServiceEntry, "/properties/addresses/items", "maxLength", 64),
-        limit(ServiceEntry, "/properties/ports", "maxItems", 256),
-        limit(ServiceEntry, "/properties/ports/items/properties/name", "maxLength", 256),
-        limit(ServiceEntry, "/properties/ports/items/properties/protocol", "maxLength", 256),
-        limit(ServiceEntry, "/properties/endpoints", "maxItems", 4096),
-        limit(ServiceEntry, "/properties/workloadSelector/properties/labels", "maxProperties", 256),
-        limit(ServiceEntry, "/properties/workloadSelector/properties/labels/additionalProperties", "maxLength", 63),
-        limit(Sidecar, "/properties/workloadSelector/properties/labels", "maxProperties", 256),
-        limit(Sidecar, "/properties/workloadSelector/properties/labels/additionalProperties", "maxLength", 63),
-        limit(Sidecar, "/properties/ingress/items/properties/tls/properties/credentialNames", "maxItems", 2),
-        limit(Sidecar, "/properties/ingress/items/properties/tls/properties/tlsCertificates", "maxItems", 2),
-        limit(Gateway, "/properties/servers/items/properties/tls/properties/credentialNames", "maxItems", 2),
-        limit(Gateway, "/properties/servers/items/properties/tls/properties/tlsCertificates", "maxItems", 2),
-        // Security.
-        limit(AuthorizationPolicy, "/properties/rules", "maxItems", 512),
-        limit(AuthorizationPolicy, "/properties/rules/items/properties/from", "maxItems", 512),
-        limit(AuthorizationPolicy, "/properties/rules/items/properties/from/items/properties/source/properties/serviceAccounts", "maxItems", 16),
-        limit(AuthorizationPolicy, "/properties/rules/items/properties/from/items/properties/source/properties/serviceAccounts/items", "maxLength", 320),
-        limit(AuthorizationPolicy, "/properties/rules/items/properties/from/items/properties/source/properties/notServiceAccounts", "maxItems", 16),
-        limit(AuthorizationPolicy, "/properties/rules/items/properties/from/items/properties/source/properties/notServiceAccounts/items", "maxLength", 320),
-        limit(RequestAuthentication, "/properties/jwtRules", "maxItems", 4096),
-        limit(RequestAuthentication, "/properties/jwtRules/items/properties/jwksUri", "maxLength", 2048),
-    ]);
-    for kind in [
-        AuthorizationPolicy,
-        RequestAuthentication,
-        Telemetry,
-        EnvoyFilter,
-    ] {
-        // `PolicyTargetReference`, single and in a list.
-        for reference in ["/properties/targetRef", "/properties/targetRefs/items"] {
-            if kind == EnvoyFilter && reference == "/properties/targetRef" {
-                continue; // EnvoyFilter has targetRefs only.
-            }
-            for (field, max) in [("group", 253), ("kind", 63), ("name", 253)] {
-                let at = format!("{reference}/properties/{field}");
-                all.push(limit(kind, at, "maxLength", max));
-            }
-        }
-    }
-    all.extend([
-        limit(EnvoyFilter, "/properties/targetRefs", "maxItems", 16),
-        limit(
-            EnvoyFilter,
-            "/properties/workloadSelector/properties/labels",
-            "maxProperties",
-            256,
-        ),
-        limit(
-            EnvoyFilter,
-            "/properties/workloadSelector/properties/labels/additionalProperties",
-            "maxLength",
-            63,
-        ),
-        limit(
-            WorkloadGroup,
-            "/properties/template/properties/network",
-            "maxLength",
-            2048,
-        ),
-        limit(
-            WorkloadGroup,
-            "/properties/template/properties/locality",
-            "maxLength",
-            2048,
-        ),
-        limit(
-            WorkloadGroup,
-            "/properties/template/properties/serviceAccount",
-            "maxLength",
-            253,
-        ),
-        limit(
-            DestinationRule,
-            "/properties/trafficPolicy/properties/portLevelSettings",
-            "maxItems",
-            4096,
-        ),
-        limit(
-            DestinationRule,
-            "/properties/subsets/items/properties/trafficPolicy/properties/portLevelSettings",
-            "maxItems",
-            4096,
-        ),
-        limit(
-            ProxyConfig,
-            "/properties/environmentVariables/additionalProperties",
-            "maxLength",
-            2048,
-        ),
-        limit(
-            RequestAuthentication,
-            "/properties/jwtRules/items/properties/spaceDelimitedClaims",
-            "maxItems",
-            64,
-        ),
-        limit(
-            Sidecar,
-            "/properties/ingress/items/properties/tls/properties/credentialNames",
-            "minItems",
-            1,
-        ),
-        limit(
-            Sidecar,
-            "/properties/ingress/items/properties/tls/properties/tlsCertificates",
-            "minItems",
-            1,
-        ),
-        limit(
-            Gateway,
-            "/properties/servers/items/properties/tls/properties/credentialNames",
-            "minItems",
-            1,
-        ),
-        limit(
-            Gateway,
-            "/properties/servers/items/properties/tls/properties/tlsCertificates",
-            "minItems",
-            1,
-        ),
-    ]);
-    for kind in [AuthorizationPolicy, RequestAuthentication, Telemetry] {
-        all.extend([
-            limit(
-                kind,
-                "/properties/selector/properties/matchLabels",
-                "maxProperties",
-                4096,
-            ),
-            limit(
-                kind,
-                "/properties/selector/properties/matchLabels/additionalProperties",
-                "maxLength",
-                63,
-            ),
-            limit(kind, "/properties/targetRefs", "maxItems", 16),
-        ]);
-    }
-    all.extend([
-        limit(
-            PeerAuthentication,
-            "/properties/selector/properties/matchLabels",
-            "maxProperties",
-            4096,
-        ),
-        limit(
-            PeerAuthentication,
-            "/properties/selector/properties/matchLabels/additionalProperties",
-            "maxLength",
-            63,
-        ),
-        limit(
-            ProxyConfig,
-            "/properties/selector/properties/matchLabels",
-            "maxProperties",
-            4096,
-        ),
-        limit(
-            ProxyConfig,
-            "/properties/selector/properties/matchLabels/additionalProperties",
-            "maxLength",
-            63,
-        ),
-        limit(
-            DestinationRule,
-            "/properties/workloadSelector/properties/matchLabels",
-            "maxProperties",
-            4096,
-        ),
-        limit(
-            DestinationRule,
-            "/properties/workloadSelector/properties/matchLabels/additionalProperties",
-            "maxLength",
-            63,
-        ),
-    ]);
-    all
 }
