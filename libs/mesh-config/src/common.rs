@@ -29,9 +29,11 @@ pub struct PolicyTargetReference {
 
 /// A protobuf `google.protobuf.Duration` as Istio's YAML writes it: a string such as
 /// `"5s"`, `"1.5s"`, `"100ms"` or `"1h30m"`. Kept as written so that a round trip
-/// preserves it; [`Duration::to_std`] parses it.
+/// preserves it; [`Duration::to_std`] parses it. Its schema carries a marker
+/// that CRD generation turns into Istio's duration rule (`crd::cel_rules`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
+#[schemars(extend("x-trireme-duration" = true))]
 pub struct Duration(pub String);
 
 /// Why a duration string could not be read.

@@ -1,11 +1,16 @@
 //! CustomResourceDefinitions generated from the config model, so the schema the
 //! API server enforces is the one Trireme parses. The checked-in copies live in
 //! `deploy/crds/`; a test fails when they are stale (`make crds` rewrites them).
+//! The schemas carry the CEL rules of Istio's own CRDs ([`cel_rules`], which
+//! galley's `validation` enforces too) and Istio's size limits ([`limits`]).
 
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::kinds::Kind;
+
+pub mod cel_rules;
+pub mod limits;
 
 /// The CRD of `kind` as a JSON value (apiextensions.k8s.io/v1), every served
 /// version carrying the same structural schema.
@@ -72,6 +77,8 @@ fn open_api_schema(kind: Kind) -> Value {
         .into_generator();
     let mut spec = kind.spec_schema(&mut generator).to_value();
     make_structural(&mut spec);
+    cel_rules::apply(kind, &mut spec);
+    limits::apply(kind, &mut spec);
     if let Some(object) = spec.as_object_mut() {
         object.insert(
             "description".into(),

@@ -93,7 +93,9 @@ fn ports_of<'a>(v: &mut Checker, at: &Path, se: &'a ServiceEntry) -> BTreeSet<&'
             v.check(&at.field("number"), ports::number(port.number));
         }
         v.check(&at.field("protocol"), ports::protocol(&port.protocol));
-        if let Some(target) = port.target_port.filter(|p| *p != 0) {
+        // A targetPort written out must be a port, 0 included (the CRD's CEL
+        // rule refuses it even though the webhook reads 0 as unset).
+        if let Some(target) = port.target_port {
             v.check(&at.field("targetPort"), ports::number(target));
         }
         if se.addresses.is_empty()
@@ -300,6 +302,12 @@ mod tests {
         assert_one_error(
             &se(
                 "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 70000}]\n  resolution: DNS\n",
+            ),
+            "spec.ports[0].targetPort",
+        );
+        assert_one_error(
+            &se(
+                "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 0}]\n  resolution: DNS\n",
             ),
             "spec.ports[0].targetPort",
         );

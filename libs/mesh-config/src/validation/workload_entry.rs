@@ -83,6 +83,15 @@ pub fn validate_group(v: &mut Checker, at: &Path, wg: &WorkloadGroup) {
     }
     // The template's address is filled in per VM, so it is not required here.
     let template_at = at.field("template");
+    if let Some(path) = wg.template.address.strip_prefix(gateway::UNIX_PREFIX) {
+        // The CRD's CEL rules on the template: a socket path, and no ports.
+        v.check(&template_at.field("address"), gateway::unix_address(path));
+        v.require(
+            &template_at.field("ports"),
+            wg.template.ports.is_empty(),
+            "a unix socket endpoint cannot have ports",
+        );
+    }
     names::labels(v, &template_at.field("labels"), &wg.template.labels);
     for (name, number) in &wg.template.ports {
         let at = template_at.field("ports").key(name);
@@ -162,6 +171,19 @@ mod tests {
 
     fn wg(spec: &str) -> String {
         doc("networking.istio.io/v1", "WorkloadGroup", spec)
+    }
+
+    #[test]
+    fn a_template_unix_address_is_a_socket_path_without_ports() {
+        assert_valid(&wg("  template:\n    address: unix:///var/run/app.sock\n"));
+        assert_one_error(
+            &wg("  template:\n    address: unix:///var/run/\n"),
+            "spec.template.address",
+        );
+        assert_one_error(
+            &wg("  template:\n    address: unix://@app\n    ports: {http: 8080}\n"),
+            "spec.template.ports",
+        );
     }
 
     #[test]
