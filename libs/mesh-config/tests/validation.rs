@@ -30,7 +30,8 @@ fn findings(dir: &Path) -> (usize, Vec<String>, Vec<String>) {
     for path in yaml_files(dir) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
-        let parsed = parse_all(&name, &text).unwrap_or_else(|e| panic!("{name} does not parse: {e:?}"));
+        let parsed =
+            parse_all(&name, &text).unwrap_or_else(|e| panic!("{name} does not parse: {e:?}"));
         for doc in parsed {
             documents += 1;
             let report = validation::validate(&doc.resource);
@@ -90,7 +91,12 @@ fn each_invalid_document_is_refused_at_its_field() {
         if paths != [expected.as_str()] {
             failures.push(format!(
                 "{name}: expected one error at {expected}, got:\n    {}",
-                report.errors.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n    ")
+                report
+                    .errors
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n    ")
             ));
         }
     }
