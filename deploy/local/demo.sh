@@ -103,6 +103,7 @@ for svc in "${services[@]}"; do
   TRIREME_NATS_URL="nats://127.0.0.1:$nats_port" \
   TRIREME_XDS_ADDR="127.0.0.1:$xds_port" \
   TRIREME_XDS_TLS_ADDR=none \
+  TRIREME_WEBHOOK_ADDR=none \
   TRIREME_CONFIG_DIR="$config_dir" \
   TRIREME_GRPC_ADDR="127.0.0.1:$ca_port" \
   TRIREME_CA_DIR="$run_dir/citadel" \
