@@ -49,7 +49,7 @@ impl WebhookMetrics {
         );
         registry.register(
             "galley_webhook_probe_success",
-            "1 if the last self-probe of the validating webhook got the expected denial, else 0",
+            "Whether the last self-probe of the validating webhook got the expected denial (1) or not (0)",
             metrics.probe_success.clone(),
         );
         metrics

@@ -31,6 +31,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why one probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    #[error("no usable serving certificate")]
+    NoCertificate,
     #[error("request failed: {0}")]
     Request(String),
     #[error("answered HTTP {0}")]
@@ -47,6 +49,7 @@ pub enum ProbeError {
 pub struct SelfProbe {
     client: reqwest::Client,
     url: String,
+    serving: watch::Receiver<Option<ServingCert>>,
     sequence: AtomicU64,
 }
 
@@ -59,7 +62,7 @@ impl SelfProbe {
     ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = PinnedServingCert {
-            serving,
+            serving: serving.clone(),
             provider: provider.clone(),
         };
         let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -83,12 +86,17 @@ impl SelfProbe {
         Ok(Self {
             client,
             url: format!("https://{loopback}/validate"),
+            serving,
             sequence: AtomicU64::new(0),
         })
     }
 
     /// Sends one probe; `Ok` when the webhook denied it as it should.
     pub async fn probe_once(&self) -> Result<(), ProbeError> {
+        // Without a certificate the handshake would only wait for one.
+        if self.serving.borrow().is_none() {
+            return Err(ProbeError::NoCertificate);
+        }
         let uid = format!(
             "galley-self-probe-{}-{}",
             std::process::id(),
@@ -132,9 +140,10 @@ impl SelfProbe {
             if let Err(error) = &outcome {
                 tracing::warn!(%error, url = %self.url, "webhook self-probe failed");
             }
-            gauge.set(i64::from(outcome.is_ok()));
+            let succeeded = outcome.is_ok();
             let (ready, detail) = tracker.record(outcome.map_err(|e| e.to_string()));
             readiness.set(ready, &detail);
+            gauge.set(i64::from(succeeded));
         }
     }
 }
