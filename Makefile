@@ -33,7 +33,10 @@ test: tools build
 
 # Each benchmark prints its own table; citadel's (csr_throughput) runs the
 # citadel binary, takes about a minute, and writes target/bench/citadel-csr.json.
-# BENCH_FULL=1 gives citadel's benchmark longer windows (a few minutes).
+# galley's (webhook) serves its validating webhook in process and drives it
+# with 1, 16 and 64 HTTPS clients beside an always-allow route, writing
+# target/bench/webhook.json.
+# BENCH_FULL=1 gives citadel's and galley's benchmarks longer windows.
 bench: tools
 	$(CARGO) bench --workspace
 
