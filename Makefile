@@ -16,7 +16,7 @@ help:
 	@echo "make bench  run the benchmarks and print their figures"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
 	@echo "make crds   regenerate deploy/crds/ from the config model"
-	@echo "make fuzz-smoke  fuzz citadel's CSR parsing and checking for 60 s (not in make test)"
+	@echo "make fuzz-smoke  fuzz citadel's CSR checks and galley's webhook bodies, 60 s each (not in make test)"
 
 tools:
 	@scripts/install-tools.sh
@@ -33,7 +33,10 @@ test: tools build
 
 # Each benchmark prints its own table; citadel's (csr_throughput) runs the
 # citadel binary, takes about a minute, and writes target/bench/citadel-csr.json.
-# BENCH_FULL=1 gives citadel's benchmark longer windows (a few minutes).
+# galley's (webhook) serves its validating webhook in process and drives it
+# with 1, 16 and 64 HTTPS clients beside an always-allow route, writing
+# target/bench/webhook.json.
+# BENCH_FULL=1 gives citadel's and galley's benchmarks longer windows.
 bench: tools
 	$(CARGO) bench --workspace
 
@@ -48,22 +51,31 @@ crds:
 	$(CARGO) run --quiet -p mesh-config --example write-crds
 
 # Fuzzes citadel's CSR parsing and checking path (citadel/fuzz, its own cargo
-# project outside the workspace) for FUZZ_SECONDS, not counting the build.
+# project outside the workspace), then galley's webhook (galley/fuzz), each
+# for FUZZ_SECONDS, not counting the build.
 # Path used: cargo-fuzz (libFuzzer with AddressSanitizer), which needs a
 # nightly toolchain. This machine has one (`rustup toolchain list`); where it
 # is missing the target tries `rustup toolchain install nightly`. Only if no
 # nightly can be had (e.g. only crates.io/PyPI/Debian/npm reachable) does it
-# fall back to citadel/fuzz's stable-driver: a coverage-blind random mutation
+# fall back to each project's stable-driver: a coverage-blind random mutation
 # driver over the same checks, run with stable `cargo run --release`.
 # New corpus entries go to target/fuzz-corpus/csr; the seeds stay untouched.
+# galley/fuzz does the same for the validating webhook: target `admission`
+# feeds each input to the body decoding and validation the handler uses (and,
+# as text, to mesh-config's YAML reader), corpus target/fuzz-corpus/admission.
 FUZZ_SECONDS ?= 60
 fuzz-smoke:
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@if rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal; then \
-		mkdir -p $(CURDIR)/target/fuzz-corpus/csr && cd citadel && \
+		mkdir -p $(CURDIR)/target/fuzz-corpus/csr $(CURDIR)/target/fuzz-corpus/admission && \
+		(cd citadel && \
 		$(CARGO) +nightly fuzz run --fuzz-dir fuzz csr $(CURDIR)/target/fuzz-corpus/csr fuzz/corpus/csr \
-			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1; \
+			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) && \
+		(cd galley && \
+		$(CARGO) +nightly fuzz run --fuzz-dir fuzz admission $(CURDIR)/target/fuzz-corpus/admission fuzz/corpus/admission \
+			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1); \
 	else \
-		echo "fuzz-smoke: no nightly toolchain, using the stable mutation driver"; \
-		cd citadel/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/csr; \
+		echo "fuzz-smoke: no nightly toolchain, using the stable mutation drivers"; \
+		(cd citadel/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/csr) && \
+		(cd galley/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/admission); \
 	fi

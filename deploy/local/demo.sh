@@ -139,6 +139,7 @@ start_service() {
   TRIREME_HTTP_ADDR="127.0.0.1:${http_port[$svc]}" \
   TRIREME_NATS_URL="$nats_url" \
   TRIREME_XDS_TLS_ADDR=none \
+  TRIREME_WEBHOOK_ADDR=none \
   TRIREME_GRPC_ADDR="$control_plane_ip:$ca_port" \
   TRIREME_CA_DIR="$run_dir/citadel" \
     "$bin/${svc%-b}" "${flags[@]}" >"$run_dir/$svc.log" 2>&1 &

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_bus::{Bus, ConnectionState};
 use galley::intake::{Buckets, DirectoryIntake};
+use galley::webhook::{Webhook, WebhookArgs};
 use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime};
 
 const COMPONENT: &str = "galley";
@@ -22,6 +23,9 @@ struct Args {
     /// recursively and watched.
     #[arg(long, env = "TRIREME_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
 }
 
 #[tokio::main]
@@ -38,15 +42,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "waiting for the first publish of the config directory",
         )
     });
+    let mut metrics = MetricsRegistry::new(COMPONENT);
+    let webhook = Webhook::register(&args.webhook, metrics.registry_mut(), &health);
     let runtime = ServiceRuntime::start(
         COMPONENT,
         &args.common.runtime,
         args.common.http_addr,
-        MetricsRegistry::new(COMPONENT),
+        metrics,
         health,
         axum::Router::new(),
     )
     .await?;
+    if let Some(webhook) = webhook {
+        webhook.start(runtime.shutdown.clone()).await?;
+    }
     let bus = Bus::connect(&args.common.bus.nats_url, COMPONENT).await?;
     bus_ready.follow(bus.watch_connection(), ConnectionState::readiness);
     if let (Some(dir), Some(ready)) = (args.config_dir, intake_ready) {

@@ -28,6 +28,8 @@ impl Galley {
             .arg(config_dir)
             .args(["--nats-url", nats_url])
             .args(["--http-addr", &http_addr.to_string()])
+            // The webhook has its own tests; several galleys share a host here.
+            .args(["--webhook-addr", "none"])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),

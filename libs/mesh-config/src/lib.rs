@@ -11,6 +11,7 @@
 
 pub mod common;
 pub mod crd;
+mod from_json;
 pub mod kinds;
 pub mod networking;
 mod parse;
@@ -20,6 +21,10 @@ pub mod store;
 pub mod telemetry;
 pub mod validation;
 
+pub use from_json::{FromJsonError, resource_from_json};
 pub use kinds::{AnyResource, Kind, KindInfo};
-pub use parse::{DocumentLocation, ParseError, ParsedResource, parse_all, parse_documents};
+pub use parse::{
+    DocumentLocation, MAX_DOCUMENT_ALIASES, MAX_DOCUMENT_BYTES, ParseError, ParsedResource,
+    parse_all, parse_documents,
+};
 pub use resource::{ObjectMeta, Resource};

@@ -56,9 +56,20 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// The largest document read, in bytes. Kubernetes refuses requests over
+/// about 3 MiB (etcd's limit), so no real resource comes near it.
+pub const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most YAML aliases (`*name`) one document may hold. Istio's resources
+/// need none; a few are tolerated for hand-written files, hundreds are the
+/// shape of an expansion bomb ("billion laughs").
+pub const MAX_DOCUMENT_ALIASES: usize = 100;
+
 /// Reads every document of `text` (named `file` in errors). Empty documents are
 /// skipped; each other document yields a resource or an error, in file order,
-/// so one bad document never hides the good ones.
+/// so one bad document never hides the good ones. A document larger than
+/// [`MAX_DOCUMENT_BYTES`] or with more than [`MAX_DOCUMENT_ALIASES`] aliases
+/// is refused before it is parsed.
 pub fn parse_documents(file: &str, text: &str) -> Vec<Result<ParsedResource, ParseError>> {
     split_documents(text)
         .into_iter()
@@ -69,9 +80,204 @@ pub fn parse_documents(file: &str, text: &str) -> Vec<Result<ParsedResource, Par
                 document: index + 1,
                 first_line: chunk.first_line,
             };
+            check_limits(&chunk, &location)?;
             parse_document(&chunk, location)
         })
         .collect()
+}
+
+/// Refuses a document too large or too alias-laden to parse safely, so
+/// neither time nor memory depends on what an attacker expands.
+fn check_limits(chunk: &DocumentChunk, location: &DocumentLocation) -> Result<(), ParseError> {
+    let refuse = |message: String| ParseError {
+        location: location.clone(),
+        field_path: None,
+        line: chunk.first_line,
+        column: None,
+        message,
+    };
+    if chunk.text.len() > MAX_DOCUMENT_BYTES {
+        return Err(refuse(format!(
+            "document too large: {} bytes, the limit is {MAX_DOCUMENT_BYTES}",
+            chunk.text.len()
+        )));
+    }
+    let aliases = count_aliases(&chunk.text);
+    if aliases > MAX_DOCUMENT_ALIASES {
+        return Err(refuse(format!(
+            "document refused: {aliases} YAML aliases, the limit is {MAX_DOCUMENT_ALIASES} (alias expansion could exhaust memory)"
+        )));
+    }
+    // A few aliases can still nest into an exponential expansion ("billion
+    // laughs" needs only 81). No alias works without an anchor, so only
+    // documents holding a `&` are walked, counting nodes as the parser
+    // expands them, without keeping any.
+    if chunk.text.contains('&') {
+        let budget = expansion_budget(chunk.text.len());
+        if !expands_within(&chunk.text, budget) {
+            return Err(refuse(format!(
+                "document refused: its YAML aliases expand to more than {budget} nodes or too many times (alias expansion could exhaust memory)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many nodes a document of `len` bytes may expand to: about twice what
+/// it could hold without aliases.
+fn expansion_budget(len: usize) -> usize {
+    2 * len + 10_000
+}
+
+/// Whether `text`, with every alias expanded, has at most `budget` nodes
+/// (and stays within the parser's own limit on alias jumps). Syntax errors
+/// count as within budget: the real parse reports them.
+fn expands_within(text: &str, budget: usize) -> bool {
+    use serde::de::DeserializeSeed;
+    let remaining = std::cell::Cell::new(budget);
+    match NodeCounter(&remaining).deserialize(serde_yaml_ng::Deserializer::from_str(text)) {
+        Ok(()) => true,
+        Err(error) => remaining.get() > 0 && !error.to_string().contains("repetition limit"),
+    }
+}
+
+/// Walks any YAML value, spending one unit of its budget per node, and
+/// stops with an error once the budget is spent.
+struct NodeCounter<'a>(&'a std::cell::Cell<usize>);
+
+impl NodeCounter<'_> {
+    fn spend<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.0.get().checked_sub(1) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom("node budget spent")),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for NodeCounter<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NodeCounter<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        self.spend()?;
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<(), D::Error> {
+        self.spend()?;
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.spend()?;
+        while seq.next_element_seed(NodeCounter(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.spend()?;
+        while map.next_key_seed(NodeCounter(self.0))?.is_some() {
+            map.next_value_seed(NodeCounter(self.0))?;
+        }
+        Ok(())
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess;
+        self.spend()?;
+        let ((), variant) = data.variant_seed(NodeCounter(self.0))?;
+        variant.newtype_variant_seed(NodeCounter(self.0))
+    }
+}
+
+/// Counts YAML aliases (`*name`) where a node may start: at the start of a
+/// line's content or after `:`, `-`, `?`, `[`, `{` or `,` (and spaces), never
+/// inside quotes or comments. A glob such as `/api/*` is not an alias; a
+/// quoted `"*.example.com"` is not either. The count may include the odd
+/// `*word` at the start of a block scalar line, which only matters past the
+/// limit.
+fn count_aliases(text: &str) -> usize {
+    let mut aliases = 0;
+    for line in text.lines() {
+        let mut node_may_start = true;
+        let mut quote: Option<char> = None;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if let Some(open) = quote {
+                if c == open {
+                    quote = None;
+                } else if c == '\\' && open == '"' {
+                    chars.next();
+                }
+                continue;
+            }
+            match c {
+                '#' if node_may_start => break,
+                '"' | '\'' if node_may_start => quote = Some(c),
+                '*' if node_may_start => {
+                    if chars.peek().is_some_and(|next| is_anchor_char(*next)) {
+                        aliases += 1;
+                    }
+                    node_may_start = false;
+                }
+                ' ' | '\t' => {}
+                ':' | '-' | '?' | '[' | '{' | ',' => node_may_start = true,
+                _ => node_may_start = false,
+            }
+        }
+    }
+    aliases
+}
+
+/// Characters an anchor name may hold (YAML: any non-space, non-flow
+/// indicator character).
+fn is_anchor_char(c: char) -> bool {
+    !c.is_whitespace() && !matches!(c, ',' | '[' | ']' | '{' | '}')
 }
 
 /// Like [`parse_documents`], but all-or-nothing: every error, or every resource.
@@ -254,7 +460,7 @@ fn describe_top_level(error: &serde_yaml_ng::Error) -> String {
 
 /// The path of the field at fault. For an unknown field serde points at the
 /// enclosing object, so the field's own name is appended.
-fn field_path(path: &str, message: &str) -> String {
+pub(crate) fn field_path(path: &str, message: &str) -> String {
     let path = if path == "." { "" } else { path };
     let unknown = message
         .strip_prefix("unknown field `")
@@ -304,6 +510,22 @@ mod tests {
         let chunks = split_documents("--- {a: 1}\n");
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].first_line, 1);
+    }
+
+    #[test]
+    fn counts_aliases_but_not_globs_or_quoted_stars() {
+        let text = "a: &x [1]\nb: *x\nc: [*x, *x]\n- *x\nhosts: [\"*\", '*.a.com']\npath: /api/*\nre: a*b\n# *x\nd: \"*x\" # *x\n";
+        assert_eq!(count_aliases(text), 4);
+    }
+
+    #[test]
+    fn counts_nodes_as_aliases_expand() {
+        assert!(expands_within("a: &x [1, 2, 3]\nb: *x\n", 11));
+        assert!(!expands_within("a: &x [1, 2, 3]\nb: *x\n", 10));
+        assert!(
+            expands_within("not: [valid", 100),
+            "syntax errors are left to the parser"
+        );
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! Kubernetes' `AdmissionReview` (`admission.k8s.io/v1` and `v1beta1`, which
+//! share one shape): the fields a validating webhook reads and writes. The
+//! request is read leniently (fields we do not use are ignored, as newer API
+//! servers add some); the response carries only what the API server reads.
+
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
+pub const API_VERSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
+const KIND: &str = "AdmissionReview";
+
+/// The `AdmissionReview` the API server sends.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReviewRequest {
+    pub api_version: String,
+    pub kind: String,
+    pub request: Option<AdmissionRequest>,
+}
+
+/// The `AdmissionReview` the webhook answers with.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReviewResponse {
+    pub api_version: String,
+    pub kind: String,
+    pub response: AdmissionResponse,
+}
+
+/// What is being admitted.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    /// The kind of `object`, e.g. `networking.istio.io/v1 VirtualService`.
+    pub kind: GroupVersionKind,
+    pub resource: GroupVersionResource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_resource: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub operation: Operation,
+    /// The new object (CREATE, UPDATE); absent for DELETE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<serde_json::Value>,
+    /// The object before the change (UPDATE, DELETE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_object: Option<serde_json::Value>,
+    /// A dry run: nothing about it may be recorded or published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+impl AdmissionRequest {
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run == Some(true)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GroupVersionResource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// The request's uid, echoed.
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Shown to the user (kubectl prints them) whether or not allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The part of Kubernetes' `metav1.Status` a denial carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+    pub reason: String,
+}
+
+impl AdmissionResponse {
+    pub fn allow(uid: &str, warnings: Vec<String>) -> Self {
+        Self {
+            uid: uid.to_string(),
+            allowed: true,
+            status: None,
+            warnings,
+        }
+    }
+
+    /// A denial with HTTP-style code 400 (`BadRequest`): the object is at
+    /// fault, not the webhook.
+    pub fn deny(uid: &str, message: String, warnings: Vec<String>) -> Self {
+        Self {
+            uid: uid.to_string(),
+            allowed: false,
+            status: Some(Status {
+                code: 400,
+                message,
+                reason: "BadRequest".to_string(),
+            }),
+            warnings,
+        }
+    }
+
+    /// Wraps the response in an `AdmissionReview` of `api_version` (the
+    /// request's: a v1beta1 request gets a v1beta1 answer).
+    pub fn into_review(self, api_version: &str) -> AdmissionReviewResponse {
+        AdmissionReviewResponse {
+            api_version: api_version.to_string(),
+            kind: KIND.to_string(),
+            response: self,
+        }
+    }
+}
+
+/// Whether `api_version` is an `AdmissionReview` version we answer.
+pub fn is_supported_version(api_version: &str) -> bool {
+    api_version == API_VERSION_V1 || api_version == API_VERSION_V1BETA1
+}
+
+/// Whether `kind` names an `AdmissionReview`.
+pub fn is_admission_review(kind: &str) -> bool {
+    kind == KIND
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reads_a_request_and_ignores_fields_it_does_not_use() {
+        let review: AdmissionReviewRequest = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "networking.istio.io", "version": "v1", "kind": "VirtualService"},
+                "resource": {"group": "networking.istio.io", "version": "v1", "resource": "virtualservices"},
+                "requestKind": {"group": "networking.istio.io", "version": "v1", "kind": "VirtualService"},
+                "name": "reviews",
+                "namespace": "default",
+                "operation": "UPDATE",
+                "userInfo": {"username": "admin"},
+                "object": {"kind": "VirtualService"},
+                "oldObject": {"kind": "VirtualService"},
+                "dryRun": true,
+                "options": {"kind": "UpdateOptions"}
+            }
+        }))
+        .unwrap();
+        let request = review.request.unwrap();
+        assert_eq!(request.operation, Operation::Update);
+        assert!(request.is_dry_run());
+        assert_eq!(request.resource.resource, "virtualservices");
+    }
+
+    #[test]
+    fn writes_a_denial_as_the_api_server_reads_it() {
+        let review = AdmissionResponse::deny("u-1", "spec: bad".into(), vec!["w".into()])
+            .into_review(API_VERSION_V1BETA1);
+        assert_eq!(
+            serde_json::to_value(&review).unwrap(),
+            json!({
+                "apiVersion": "admission.k8s.io/v1beta1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": "u-1",
+                    "allowed": false,
+                    "status": {"code": 400, "message": "spec: bad", "reason": "BadRequest"},
+                    "warnings": ["w"]
+                }
+            })
+        );
+        let allowed = serde_json::to_value(AdmissionResponse::allow("u-2", vec![])).unwrap();
+        assert_eq!(allowed, json!({"uid": "u-2", "allowed": true}));
+    }
+}
