@@ -364,12 +364,13 @@ say "curl -H 'host: shop.example.com' http://127.0.0.1:$gateway_port/products"
 say "edit $config_dir/catalog.yaml (e.g. the weights): galley publishes it, both pilots push it within a second"
 say "$bin/trireme analyze --nats-url $nats_url   (galley's verdicts: why a resource is not in effect)"
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/config_dump?proxyID=router~127.0.0.1~shop-gateway-1.demo~demo.svc.cluster.local"
+say "  (ask the replica proxy-status names: pilot-a on :${http_port[pilot]}, pilot-b on :${http_port[pilot-b]})"
 for hint in "${mesh_hints[@]}"; do say "$hint"; done
 say "curl http://127.0.0.1:${http_port[pilot]}/debug/syncz   (every proxy, what it was sent and ACKed)"
 echo
 bold "Not here yet"
 [[ "$pods" == netns ]] || say "traffic capture with iptables (agent init): run the demo as root to see it;"
-say "galley's admission webhook, the injector, Kubernetes: the next issues."
+say "the injector, Kubernetes (galley's admission webhook runs there: --webhook-addr, 15017): the next issues."
 echo
 
 if [[ "${TRIREME_DEMO_ONESHOT:-}" == 1 || "${CI:-}" == true ]]; then
