@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use service_runtime::server_cert_check::{CheckedServerCert, ServerCertCheck};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
@@ -132,15 +132,17 @@ pub fn client_config(
         roots.add(der)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = SanVerifier {
-        roots: Arc::new(roots),
-        san: san.to_string(),
-        provider: provider.clone(),
-    };
+    let verifier = CheckedServerCert::new(
+        SanVerifier {
+            roots: Arc::new(roots),
+            san: san.to_string(),
+        },
+        provider.clone(),
+    );
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
@@ -154,65 +156,27 @@ pub fn client_config(
 struct SanVerifier {
     roots: Arc<RootCertStore>,
     san: String,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for SanVerifier {
-    fn verify_server_cert(
+impl ServerCertCheck for SanVerifier {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        provider: &CryptoProvider,
+    ) -> Result<(), rustls::Error> {
         let parsed = ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &self.roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            provider.signature_verification_algorithms.all,
         )?;
         // `General` rather than `CertificateError::Other`: rustls prints the
         // latter with Debug, and the operator needs the names in the log.
-        check_san(end_entity, &self.san)
-            .map_err(|error| rustls::Error::General(error.to_string()))?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        check_san(end_entity, &self.san).map_err(|error| rustls::Error::General(error.to_string()))
     }
 }
 

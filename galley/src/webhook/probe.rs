@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use serde_json::json;
 use service_runtime::Readiness;
+use service_runtime::server_cert_check::{CheckedServerCert, ServerCertCheck};
 use tokio::sync::watch;
 
 use super::admission::AdmissionReviewResponse;
@@ -61,14 +60,16 @@ impl SelfProbe {
         serving: watch::Receiver<Option<ServingCert>>,
     ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = PinnedServingCert {
-            serving: serving.clone(),
-            provider: provider.clone(),
-        };
+        let verifier = CheckedServerCert::new(
+            PinnedServingCert {
+                serving: serving.clone(),
+            },
+            provider.clone(),
+        );
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -217,60 +218,22 @@ fn probe_review(uid: &str) -> serde_json::Value {
 #[derive(Debug)]
 struct PinnedServingCert {
     serving: watch::Receiver<Option<ServingCert>>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedServingCert {
-    fn verify_server_cert(
+impl ServerCertCheck for PinnedServingCert {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
         _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        _: &CryptoProvider,
+    ) -> Result<(), rustls::Error> {
         match &*self.serving.borrow() {
-            Some(serving) if serving.leaf.as_ref() == end_entity.as_ref() => {
-                Ok(ServerCertVerified::assertion())
-            }
+            Some(serving) if serving.leaf.as_ref() == end_entity.as_ref() => Ok(()),
             _ => Err(rustls::Error::General(
                 "the webhook presented a certificate other than the one configured".into(),
             )),
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

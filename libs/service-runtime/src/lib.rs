@@ -17,6 +17,7 @@ pub mod args;
 pub mod health;
 pub mod metrics;
 mod runtime;
+pub mod server_cert_check;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls_incoming;
