@@ -6,6 +6,7 @@ SHELL := /bin/bash
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export NATS_SERVER_BIN ?= $(TOOLS_BIN)/nats-server
 export ENVOY_BIN ?= $(TOOLS_BIN)/envoy
+export KUBERNETES_VALIDATE_BIN ?= $(TOOLS_BIN)/kubernetes-validate
 CARGO ?= cargo
 
 .PHONY: demo test bench lint fmt crds tools build help fuzz-smoke

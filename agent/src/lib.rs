@@ -6,8 +6,10 @@
 //!   to pilot and the status port;
 //! - [`sds`]: Envoy's secret discovery service over a Unix socket, serving
 //!   the workload certificate and trust bundle that a
-//!   [`workload_identity::CertificateManager`] keeps fresh.
+//!   [`workload_identity::CertificateManager`] keeps fresh;
+//! - [`wait`]: `agent wait`, until the proxy is ready (holding the app).
 
 pub mod init;
 pub mod proxy;
 pub mod sds;
+pub mod wait;

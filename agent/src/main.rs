@@ -25,6 +25,9 @@ enum Command {
     /// Run beside a workload: write Envoy's bootstrap, start and supervise
     /// Envoy, carry its xDS to pilot, serve the status port.
     Proxy(Box<ProxyArgs>),
+    /// Wait until the proxy is ready (the injected `postStart` hook that
+    /// holds the app until the proxy has started).
+    Wait(agent::wait::WaitArgs),
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Init(args) => init::run(*args),
         Command::Proxy(args) => proxy::run(*args).await,
+        Command::Wait(args) => agent::wait::run(args).await,
     };
     service_runtime::exit_code(outcome)
 }

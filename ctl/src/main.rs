@@ -27,6 +27,9 @@ enum Command {
     /// Every proxy connected to any pilot replica and whether it applied
     /// what it was sent (SYNCED, STALE, NACKED with Envoy's message).
     ProxyStatus(commands::proxy_status::ProxyStatusArgs),
+    /// Add the sidecar to the workloads of a Kubernetes YAML stream, as the
+    /// injection webhook would (`--explain`: say which and why).
+    KubeInject(commands::kube_inject::KubeInjectArgs),
     /// Development JWTs for citadel: make a signing key and its JWKS, mint
     /// service-account tokens.
     Token(commands::token::TokenArgs),
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
         Command::ProxyStatus(args) => commands::proxy_status::run(&args),
+        Command::KubeInject(args) => commands::kube_inject::run(&args),
         Command::Token(args) => commands::token::run(&args),
     };
     match outcome {

@@ -7,31 +7,10 @@ use mesh_config::AnyResource;
 use mesh_config::validation::{self, Finding};
 
 use super::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReviewRequest, AdmissionReviewResponse,
-    Operation, is_admission_review, is_supported_version,
+    AdmissionRequest, AdmissionResponse, AdmissionReviewResponse, Operation, decode_review,
 };
 
-/// The largest body read. Kubernetes refuses objects over about 3 MiB, and an
-/// UPDATE carries two of them.
-pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
-
-/// A body that is not an `AdmissionReview` we can answer; the handler
-/// answers HTTP 400 with this reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MalformedBody {
-    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
-    TooLarge,
-    #[error("request body is not a valid AdmissionReview: {0}")]
-    Json(String),
-    #[error(
-        "unsupported AdmissionReview apiVersion {0:?}; expected admission.k8s.io/v1 or v1beta1"
-    )]
-    Version(String),
-    #[error("kind {0:?} is not AdmissionReview")]
-    Kind(String),
-    #[error("AdmissionReview has no request")]
-    NoRequest,
-}
+pub use admission_webhook::admission::{MAX_BODY_BYTES, MalformedBody};
 
 /// How a well-formed request was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,21 +54,10 @@ pub struct Reviewed {
 /// Decodes `body` and decides it. `Err` only when the body is not an
 /// `AdmissionReview` at all; every verdict on an object is an `Ok` answer.
 pub fn review(body: &[u8]) -> Result<Reviewed, MalformedBody> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(MalformedBody::TooLarge);
-    }
-    let envelope: AdmissionReviewRequest =
-        serde_json::from_slice(body).map_err(|error| MalformedBody::Json(error.to_string()))?;
-    if !is_supported_version(&envelope.api_version) {
-        return Err(MalformedBody::Version(envelope.api_version));
-    }
-    if !is_admission_review(&envelope.kind) {
-        return Err(MalformedBody::Kind(envelope.kind));
-    }
-    let request = envelope.request.ok_or(MalformedBody::NoRequest)?;
+    let (api_version, request) = decode_review(body)?;
     let (response, outcome, resource) = decide(&request);
     Ok(Reviewed {
-        answer: response.into_review(&envelope.api_version),
+        answer: response.into_review(&api_version),
         request,
         outcome,
         resource,

@@ -1,13 +1,16 @@
 //! Kubernetes' `AdmissionReview` (`admission.k8s.io/v1` and `v1beta1`, which
-//! share one shape): the fields a validating webhook reads and writes. The
-//! request is read leniently (fields we do not use are ignored, as newer API
-//! servers add some); the response carries only what the API server reads.
+//! share one shape): the fields a validating or mutating webhook reads and
+//! writes. The request is read leniently (fields we do not use are ignored,
+//! as newer API servers add some); the response carries only what the API
+//! server reads.
 
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
 pub const API_VERSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
 const KIND: &str = "AdmissionReview";
+/// The `patchType` of a JSON Patch response.
+pub const PATCH_TYPE_JSON_PATCH: &str = "JSONPatch";
 
 /// The `AdmissionReview` the API server sends.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -100,6 +103,12 @@ pub struct AdmissionResponse {
     /// Shown to the user (kubectl prints them) whether or not allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// A mutating webhook's change: an RFC 6902 JSON Patch, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// `JSONPatch`, the only type Kubernetes accepts, whenever `patch` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
 }
 
 /// The part of Kubernetes' `metav1.Status` a denial carries.
@@ -117,7 +126,28 @@ impl AdmissionResponse {
             allowed: true,
             status: None,
             warnings,
+            patch: None,
+            patch_type: None,
         }
+    }
+
+    /// An allowed request changed by `patch`, the JSON text of an RFC 6902
+    /// patch (sent base64-encoded, as the API server expects).
+    pub fn allow_with_patch(uid: &str, patch_json: &[u8], warnings: Vec<String>) -> Self {
+        use base64::Engine as _;
+        Self {
+            patch: Some(base64::engine::general_purpose::STANDARD.encode(patch_json)),
+            patch_type: Some(PATCH_TYPE_JSON_PATCH.to_string()),
+            ..Self::allow(uid, warnings)
+        }
+    }
+
+    /// The decoded JSON Patch text, when the response carries one.
+    pub fn patch_json(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+        use base64::Engine as _;
+        self.patch
+            .as_deref()
+            .map(|patch| base64::engine::general_purpose::STANDARD.decode(patch))
     }
 
     /// A denial with HTTP-style code 400 (`BadRequest`): the object is at
@@ -132,6 +162,8 @@ impl AdmissionResponse {
                 reason: "BadRequest".to_string(),
             }),
             warnings,
+            patch: None,
+            patch_type: None,
         }
     }
 
@@ -144,6 +176,46 @@ impl AdmissionResponse {
             response: self,
         }
     }
+}
+
+/// The largest body read. Kubernetes refuses objects over about 3 MiB, and an
+/// UPDATE carries two of them.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// A body that is not an `AdmissionReview` we can answer; webhooks answer
+/// HTTP 400 with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedBody {
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("request body is not a valid AdmissionReview: {0}")]
+    Json(String),
+    #[error(
+        "unsupported AdmissionReview apiVersion {0:?}; expected admission.k8s.io/v1 or v1beta1"
+    )]
+    Version(String),
+    #[error("kind {0:?} is not AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+}
+
+/// Reads `body` as an `AdmissionReview` this code answers: its apiVersion
+/// (the answer's too) and its request.
+pub fn decode_review(body: &[u8]) -> Result<(String, AdmissionRequest), MalformedBody> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(MalformedBody::TooLarge);
+    }
+    let envelope: AdmissionReviewRequest =
+        serde_json::from_slice(body).map_err(|error| MalformedBody::Json(error.to_string()))?;
+    if !is_supported_version(&envelope.api_version) {
+        return Err(MalformedBody::Version(envelope.api_version));
+    }
+    if !is_admission_review(&envelope.kind) {
+        return Err(MalformedBody::Kind(envelope.kind));
+    }
+    let request = envelope.request.ok_or(MalformedBody::NoRequest)?;
+    Ok((envelope.api_version, request))
 }
 
 /// Whether `api_version` is an `AdmissionReview` version we answer.
@@ -208,5 +280,18 @@ mod tests {
         );
         let allowed = serde_json::to_value(AdmissionResponse::allow("u-2", vec![])).unwrap();
         assert_eq!(allowed, json!({"uid": "u-2", "allowed": true}));
+    }
+
+    #[test]
+    fn a_patch_travels_base64_encoded_with_its_type() {
+        let patch = br#"[{"op":"add","path":"/metadata/labels","value":{}}]"#;
+        let response = AdmissionResponse::allow_with_patch("u-3", patch, vec![]);
+        let wire = serde_json::to_value(&response).unwrap();
+        assert_eq!(wire["patchType"], "JSONPatch");
+        assert_eq!(
+            wire["patch"],
+            "W3sib3AiOiJhZGQiLCJwYXRoIjoiL21ldGFkYXRhL2xhYmVscyIsInZhbHVlIjp7fX1d"
+        );
+        assert_eq!(response.patch_json().unwrap().unwrap(), patch);
     }
 }

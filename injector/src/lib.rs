@@ -1,0 +1,28 @@
+//! Trireme's sidecar injector: decides which pods get the mesh's proxy and
+//! adds it, from a template the operator can replace.
+//!
+//! - [`policy`]: who is injected (namespace and pod labels, selectors, policy);
+//! - [`annotations`]: the `sidecar.istio.io/*` and related annotations;
+//! - [`template`]: the sidecar template and the values it receives;
+//! - [`merge`], [`probes`]: putting the rendered parts into the pod;
+//! - [`inject`]: one injection, start to end;
+//! - [`patch`]: the webhook's JSON Patch;
+//! - [`workloads`]: `trireme kube-inject` over multi-document YAML;
+//! - [`webhook`]: the mutating admission webhook `POST /inject`.
+
+pub mod annotations;
+pub mod config;
+pub mod inject;
+pub mod merge;
+pub mod patch;
+pub mod pod;
+pub mod policy;
+pub mod probes;
+pub mod selector;
+pub mod template;
+pub mod webhook;
+pub mod workloads;
+
+pub use config::InjectorConfig;
+pub use inject::{InjectError, Injection, Injector, Target};
+pub use template::SidecarTemplate;
