@@ -110,11 +110,13 @@ struct Args {
     token_review_audience: String,
 
     /// DNS names of citadel's own TLS serving certificate, comma-separated.
+    /// Every name a workload's `CA_ADDR` may use must be here: the agent
+    /// checks citadel's certificate against it.
     #[arg(
         long,
         env = "TRIREME_SERVER_DNS_NAMES",
         value_delimiter = ',',
-        default_value = "citadel.istio-system.svc,localhost"
+        default_value = "citadel.istio-system.svc,citadel.istio-system.svc.cluster.local,citadel.istio-system,localhost"
     )]
     server_dns_names: Vec<String>,
 

@@ -34,6 +34,8 @@ xds_port="${TRIREME_DEMO_XDS_PORT:-15010}"
 # A second pilot replica reading the same config from the bus.
 xds_port_b="${TRIREME_DEMO_XDS_PORT_B:-15011}"
 ca_port="${TRIREME_DEMO_CA_PORT:-15012}"
+# The injector's mutating webhook (HTTPS, a self-signed demo certificate).
+injector_webhook_port="${TRIREME_DEMO_INJECTOR_WEBHOOK_PORT:-15017}"
 # The gateway and backend ports are also written in deploy/local/config/.
 gateway_port=18080
 gateway_admin_port="${TRIREME_DEMO_GATEWAY_ADMIN_PORT:-19000}"
@@ -90,7 +92,7 @@ trap stop_all EXIT
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$nats_port" "$xds_port" "$xds_port_b" "$ca_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}" $(seq 15400 15429); do
+for port in "$nats_port" "$xds_port" "$xds_port_b" "$ca_port" "$injector_webhook_port" "${http_port[@]}" "$gateway_port" "$gateway_admin_port" "${backend_ports[@]}" $(seq 15400 15429); do
   if port_busy "$port"; then
     echo "error: port $port is already in use; stop what uses it or set TRIREME_DEMO_*_PORT" >&2
     exit 1
@@ -125,12 +127,22 @@ done
   --jwks-out "$run_dir/jwks.json" >/dev/null
 
 nats_url="nats://127.0.0.1:$nats_port"
+# The injector's webhook certificate; in a cluster a Secret mounted at
+# /var/run/secrets/istio-dns.
+webhook_tls="$run_dir/injector-tls"
+mkdir -p "$webhook_tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj "/CN=injector.istio-system.svc" \
+  -addext "subjectAltName=DNS:injector.istio-system.svc,IP:127.0.0.1" \
+  -keyout "$webhook_tls/key.pem" -out "$webhook_tls/cert-chain.pem" >/dev/null 2>&1
 # start_service <name>: one control-plane service; pilot-b is a second pilot.
 start_service() {
   local svc=$1
   local -a flags=()
   case $svc in
     galley) flags=(--config-dir "$config_dir") ;;
+    injector) flags=(--webhook-addr "127.0.0.1:$injector_webhook_port" \
+      --webhook-cert "$webhook_tls/cert-chain.pem" --webhook-key "$webhook_tls/key.pem") ;;
     pilot) flags=(--nats-url "$nats_url" --xds-addr "$control_plane_ip:$xds_port" --pod-name pilot-a) ;;
     pilot-b) flags=(--nats-url "$nats_url" --xds-addr "$control_plane_ip:$xds_port_b" --pod-name pilot-b) ;;
   esac
@@ -359,6 +371,32 @@ bold "Every proxy and its pilot replica (trireme proxy-status, from the bus)"
 sleep 2
 "$bin/trireme" proxy-status --nats-url "$nats_url" | sed 's/^/  /' || true
 echo
+bold "Sidecar injection: the injector's webhook (https://127.0.0.1:$injector_webhook_port/inject) and trireme kube-inject, one code"
+say "trireme kube-inject --explain -f deploy/local/k8s/bookinfo.yaml (its Namespace has istio-injection=enabled):"
+"$bin/trireme" kube-inject --explain -f deploy/local/k8s/bookinfo.yaml | sed 's/^/    /'
+"$bin/trireme" kube-inject -f deploy/local/k8s/bookinfo.yaml -o "$run_dir/bookinfo-injected.yaml" 2>/dev/null
+say "injected YAML: $run_dir/bookinfo-injected.yaml (the Service passes through unchanged)"
+review="$(curl -sS --cacert "$webhook_tls/cert-chain.pem" -H 'content-type: application/json' \
+  --data-binary @deploy/local/k8s/reviews-pod-admission.json "https://127.0.0.1:$injector_webhook_port/inject")"
+python3 - "$review" <<'SUMMARY' | sed 's/^/  /'
+import base64, json, sys
+response = json.loads(sys.argv[1])["response"]
+patch = json.loads(base64.b64decode(response["patch"]))
+added = {op["path"]: op.get("value") for op in patch}
+def names(path):
+    value = added.get(path)
+    if isinstance(value, list):
+        return [item["name"] for item in value]
+    return [v["name"] for p, v in added.items() if p.startswith(path + "/") and isinstance(v, dict) and "name" in v]
+print(f"webhook answer for a reviews-v1 pod CREATE: allowed={str(response['allowed']).lower()}, "
+      f"{response['patchType']} of {len(patch)} operations")
+print(f"  adds init containers {names('/spec/initContainers')} and containers {names('/spec/containers')}")
+probe = [op for op in patch if op["path"].startswith("/spec/containers/0/readinessProbe")]
+if probe:
+    print("  rewrites reviews' readiness probe to the agent: /app-health/reviews/readyz on 15020")
+SUMMARY
+say "$(curl -s "http://127.0.0.1:${http_port[injector]}/metrics" | grep -E '^sidecar_injection_(requests|success)_total' | tr '\n' ' ')"
+echo
 bold "Try it"
 say "curl -H 'host: shop.example.com' http://127.0.0.1:$gateway_port/products"
 say "edit $config_dir/catalog.yaml (e.g. the weights): galley publishes it, both pilots push it within a second"
@@ -370,7 +408,7 @@ say "curl http://127.0.0.1:${http_port[pilot]}/debug/syncz   (every proxy, what 
 echo
 bold "Not here yet"
 [[ "$pods" == netns ]] || say "traffic capture with iptables (agent init): run the demo as root to see it;"
-say "the injector, Kubernetes (galley's admission webhook runs there: --webhook-addr, 15017): the next issues."
+say "Kubernetes itself (service registry, CRD watchers, webhook configurations, deploy/ manifests): the next issue."
 echo
 
 if [[ "${TRIREME_DEMO_ONESHOT:-}" == 1 || "${CI:-}" == true ]]; then

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::http_client::HttpRequest;
+use crate::injected_pod::{self, PodFacts, VolumeSources};
 use crate::netns::PodNetwork;
 use crate::workload::CaFixture;
 use crate::{Process, binary, eventually, free_port, log_tail, tool};
@@ -229,6 +230,67 @@ impl Agent {
             ports,
             Some(netns.name().to_owned()),
         )
+    }
+
+    /// Starts an injected pod's sidecar from the pod spec alone, as a node
+    /// runs it ([`crate::injected_pod`]), in pod `pod` of `network`: the
+    /// `istio-init` container run to completion, then the volume mounts of
+    /// `istio-proxy` laid out under `root` (the proxy's filesystem, filled
+    /// from `volumes`) and `istio-proxy` started with exactly its args and
+    /// environment plus `runtime_env`. The image's entrypoint is the
+    /// workspace's `agent`. Returns once the proxy process is up (not ready);
+    /// its log is `root` with the extension `.log`.
+    pub fn start_injected(
+        network: &PodNetwork,
+        pod: &str,
+        spec: &serde_json::Value,
+        facts: &PodFacts,
+        root: &Path,
+        volumes: &VolumeSources,
+        runtime_env: &[(&str, &str)],
+    ) -> Agent {
+        let netns = network.pod(pod);
+        let agent = network.runnable_by_anyone(&binary("agent"));
+        let init = injected_pod::container(spec, "initContainers", "istio-init");
+        assert!(
+            init["volumeMounts"].is_null(),
+            "istio-init's volume mounts are not laid out"
+        );
+        let output = injected_pod::container_command(netns, &agent, init, facts, &[])
+            .output()
+            .expect("running istio-init");
+        assert!(
+            output.status.success(),
+            "istio-init in {pod}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let proxy = injected_pod::container(spec, "containers", "istio-proxy");
+        injected_pod::mount_volumes(spec, proxy, root, volumes);
+        let args = injected_pod::args(proxy);
+        let status = injected_pod::flag_value(&args, "--status-port")
+            .map_or(AgentPorts::ISTIO.status, |port| {
+                port.parse().expect("a status port")
+            });
+        let ports = AgentPorts {
+            status,
+            readiness: injected_pod::http_probe(proxy, "readinessProbe").0,
+            ..AgentPorts::ISTIO
+        };
+        let command = injected_pod::container_command(netns, &agent, proxy, facts, runtime_env);
+        let log = root.with_extension("log");
+        let process = Process::spawn_logged("agent", command, &log);
+        Agent {
+            process,
+            ports,
+            node_id: format!(
+                "sidecar~{}~{}.{}~{}.svc.cluster.local",
+                facts.pod_ip, facts.name, facts.namespace, facts.namespace
+            ),
+            root: root.to_owned(),
+            log,
+            netns: Some(netns.name().to_owned()),
+        }
     }
 
     /// Mounts the pod's secrets under `root` and starts `command`.

@@ -10,6 +10,9 @@
 //!
 //! Workload identity tests add a citadel with the token and root-cert files
 //! a pod would have ([`workload`]).
+//!
+//! Injection tests run an injected pod spec's containers as a node would
+//! ([`injected_pod`]).
 
 pub mod agent;
 pub mod backend;
@@ -18,6 +21,7 @@ pub mod config_dir;
 pub mod envoy;
 pub mod galley;
 pub mod http_client;
+pub mod injected_pod;
 pub mod istio_yaml;
 pub mod netns;
 pub mod pilot;
