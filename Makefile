@@ -37,7 +37,11 @@ test: tools build
 # galley's (webhook) serves its validating webhook in process and drives it
 # with 1, 16 and 64 HTTPS clients beside an always-allow route, writing
 # target/bench/webhook.json.
-# BENCH_FULL=1 gives citadel's and galley's benchmarks longer windows.
+# The injector's (inject) times `webhook::review` on a typical pod, a 64 KB
+# pod and one with 1,500 environment variables, and the typical pod over
+# HTTPS with one client, writing target/bench/injector.json.
+# BENCH_FULL=1 gives citadel's, galley's and the injector's benchmarks longer
+# windows.
 bench: tools
 	$(CARGO) bench --workspace
 
@@ -64,19 +68,28 @@ crds:
 # galley/fuzz does the same for the validating webhook: target `admission`
 # feeds each input to the body decoding and validation the handler uses (and,
 # as text, to mesh-config's YAML reader), corpus target/fuzz-corpus/admission.
+# injector/fuzz likewise for the injection webhook: target `inject` feeds
+# each input to `webhook::review` (and, as text, to kube-inject's YAML
+# rewriting), checking that a returned patch applies; corpus
+# target/fuzz-corpus/inject.
 FUZZ_SECONDS ?= 60
 fuzz-smoke:
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@if rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal; then \
-		mkdir -p $(CURDIR)/target/fuzz-corpus/csr $(CURDIR)/target/fuzz-corpus/admission && \
+		mkdir -p $(CURDIR)/target/fuzz-corpus/csr $(CURDIR)/target/fuzz-corpus/admission \
+			$(CURDIR)/target/fuzz-corpus/inject && \
 		(cd citadel && \
 		$(CARGO) +nightly fuzz run --fuzz-dir fuzz csr $(CURDIR)/target/fuzz-corpus/csr fuzz/corpus/csr \
 			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) && \
 		(cd galley && \
 		$(CARGO) +nightly fuzz run --fuzz-dir fuzz admission $(CURDIR)/target/fuzz-corpus/admission fuzz/corpus/admission \
+			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) && \
+		(cd injector && \
+		$(CARGO) +nightly fuzz run --fuzz-dir fuzz inject $(CURDIR)/target/fuzz-corpus/inject fuzz/corpus/inject \
 			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1); \
 	else \
 		echo "fuzz-smoke: no nightly toolchain, using the stable mutation drivers"; \
 		(cd citadel/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/csr) && \
-		(cd galley/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/admission); \
+		(cd galley/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/admission) && \
+		(cd injector/fuzz && $(CARGO) run --release --no-default-features --bin stable-driver -- $(FUZZ_SECONDS) corpus/inject); \
 	fi

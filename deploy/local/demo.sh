@@ -390,7 +390,8 @@ def names(path):
     return [v["name"] for p, v in added.items() if p.startswith(path + "/") and isinstance(v, dict) and "name" in v]
 print(f"webhook answer for a reviews-v1 pod CREATE: allowed={str(response['allowed']).lower()}, "
       f"{response['patchType']} of {len(patch)} operations")
-print(f"  adds init containers {names('/spec/initContainers')} and containers {names('/spec/containers')}")
+print(f"  adds init container(s) {', '.join(names('/spec/initContainers'))} and container(s) "
+      f"{', '.join(names('/spec/containers'))}, as uid 1337 with a read-only root filesystem")
 probe = [op for op in patch if op["path"].startswith("/spec/containers/0/readinessProbe")]
 if probe:
     print("  rewrites reviews' readiness probe to the agent: /app-health/reviews/readyz on 15020")
