@@ -144,7 +144,7 @@ fn apply(overrides: &mut Overrides, name: &str, value: &str) -> Result<Applied, 
         PROXY_MEMORY_LIMIT => insert_quantity(&mut overrides.limits, "memory", value)?,
         PROXY_IMAGE => overrides.proxy_image = Some(image(value)?),
         LOG_LEVEL => overrides.log_level = Some(log_level(value)?),
-        AGENT_LOG_LEVEL => overrides.agent_log_level = Some(log_level(value)?),
+        AGENT_LOG_LEVEL => overrides.agent_log_level = Some(agent_log_level(value)?),
         INTERCEPTION_MODE => overrides.interception_mode = Some(interception_mode(value)?),
         REWRITE_APP_PROBERS => overrides.rewrite_app_probes = Some(boolean(value)?),
         NATIVE_SIDECAR => overrides.native_sidecar = Some(boolean(value)?),
@@ -214,6 +214,16 @@ fn log_level(value: &str) -> Result<String, String> {
             LOG_LEVELS.join(", ")
         ))
     }
+}
+
+/// The agent's log filter for a level written as Envoy's: the agent's
+/// logging knows `warn` and `error`, not `warning` and `critical`.
+pub fn agent_log_level(value: &str) -> Result<String, String> {
+    Ok(match log_level(value)?.as_str() {
+        "warning" => "warn".to_string(),
+        "critical" => "error".to_string(),
+        other => other.to_string(),
+    })
 }
 
 fn interception_mode(value: &str) -> Result<String, String> {

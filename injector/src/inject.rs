@@ -167,10 +167,12 @@ impl Injector {
         } else {
             probes::AppProbers::new()
         };
-        let mut proxy_config = self.config.mesh_config.default_config.clone();
-        for (key, value) in &overrides.proxy_config {
-            proxy_config.insert(key.clone(), value.clone());
-        }
+        // Field by field, nested ones too, as Istio merges ProxyConfig.
+        let mut merged = Value::Object(self.config.mesh_config.default_config.clone());
+        crate::merge::overlay(&mut merged, &Value::Object(overrides.proxy_config.clone()));
+        let Value::Object(proxy_config) = merged else {
+            unreachable!("an object overlaid with an object stays an object")
+        };
         let hold = proxy_config
             .get("holdApplicationUntilProxyStarts")
             .and_then(Value::as_bool)
@@ -222,7 +224,12 @@ impl Injector {
             proxy: ProxyValues {
                 uid: 1337,
                 log_level: pick(&overrides.log_level, &proxy.log_level),
-                agent_log_level: pick(&overrides.agent_log_level, &proxy.agent_log_level),
+                agent_log_level: match &overrides.agent_log_level {
+                    Some(level) => level.clone(),
+                    // A config value in Envoy's words works too.
+                    None => annotations::agent_log_level(&proxy.agent_log_level)
+                        .unwrap_or_else(|_| proxy.agent_log_level.clone()),
+                },
                 resources,
                 status_port,
                 concurrency: proxy.concurrency,
@@ -399,18 +406,17 @@ fn namespace_of(pod: &Value, target: &Target) -> String {
         .unwrap_or_else(|| "default".to_string())
 }
 
-/// The workload's name: given, else from the pod's owner (a ReplicaSet's
-/// name less its hash), its `generateName`, or its name.
+/// The workload's name as Istio derives it: given (kube-inject knows it),
+/// else from the pod's controller: a Deployment's ReplicaSet less the
+/// `pod-template-hash`, a CronJob's Job less its schedule suffix, any other
+/// owner as named; else the pod's `generateName` or name.
 fn workload_name(pod: &Value, target: &Target) -> String {
     if let Some(name) = &target.workload_name {
         return name.clone();
     }
     let metadata = pod.get("metadata");
-    let owner = metadata
-        .and_then(|m| m.get("ownerReferences"))
-        .and_then(Value::as_array)
-        .and_then(|owners| owners.first());
-    if let Some(owner) = owner {
+    let field = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
+    if let Some(owner) = controller_of(pod) {
         let name = owner
             .get("name")
             .and_then(Value::as_str)
@@ -419,20 +425,46 @@ fn workload_name(pod: &Value, target: &Target) -> String {
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if kind == "ReplicaSet"
-            && let Some((deployment, _hash)) = name.rsplit_once('-')
-        {
-            return deployment.to_string();
+        let hash = pod
+            .pointer("/metadata/labels/pod-template-hash")
+            .and_then(Value::as_str);
+        match (kind, hash) {
+            ("ReplicaSet", Some(hash)) => {
+                if let Some(deployment) = name.strip_suffix(&format!("-{hash}")) {
+                    return deployment.to_string();
+                }
+            }
+            ("Job", _) => {
+                if let Some(cron_job) = cron_job_of(name) {
+                    return cron_job.to_string();
+                }
+            }
+            _ => {}
         }
         if !name.is_empty() {
             return name.to_string();
         }
     }
-    let field = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
     if let Some(generate) = field("generateName").filter(|g| !g.is_empty()) {
         return generate.trim_end_matches('-').to_string();
     }
     field("name").unwrap_or("unknown").to_string()
+}
+
+/// The owner reference marked `controller`, else the first.
+fn controller_of(pod: &Value) -> Option<&Value> {
+    let owners = pod.pointer("/metadata/ownerReferences")?.as_array()?;
+    owners
+        .iter()
+        .find(|owner| owner.get("controller").and_then(Value::as_bool) == Some(true))
+        .or_else(|| owners.first())
+}
+
+/// A CronJob names its Jobs `<cronjob>-<scheduled time in minutes>`.
+fn cron_job_of(job: &str) -> Option<&str> {
+    let (cron_job, suffix) = job.rsplit_once('-')?;
+    ((8..=10).contains(&suffix.len()) && suffix.chars().all(|c| c.is_ascii_digit()))
+        .then_some(cron_job)
 }
 
 /// The pod's labels plus the ones injection adds where absent.
@@ -605,8 +637,13 @@ pub(crate) mod tests {
     #[test]
     fn workload_names_come_from_owners_and_generate_name() {
         let target = Target::default();
-        let owned = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "reviews-v1-7f9c8d"}]}});
+        let owned = json!({"metadata": {"labels": {"pod-template-hash": "7f9c8d"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "reviews-v1-7f9c8d", "controller": true}]}});
         assert_eq!(workload_name(&owned, &target), "reviews-v1");
+        let bare = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "legacy-frontend"}]}});
+        assert_eq!(workload_name(&bare, &target), "legacy-frontend");
+        let scheduled = json!({"metadata": {"ownerReferences": [{"kind": "Job", "name": "nightly-report-29000000"}]}});
+        assert_eq!(workload_name(&scheduled, &target), "nightly-report");
         let generated = json!({"metadata": {"generateName": "ratings-"}});
         assert_eq!(workload_name(&generated, &target), "ratings");
     }

@@ -7,7 +7,8 @@
 //! - [`merge`], [`probes`]: putting the rendered parts into the pod;
 //! - [`inject`]: one injection, start to end;
 //! - [`patch`]: the webhook's JSON Patch;
-//! - [`workloads`]: `trireme kube-inject` over multi-document YAML;
+//! - [`workloads`]: `trireme kube-inject` over multi-document YAML, written
+//!   back by [`yaml_out`] so that kubectl reads it as meant;
 //! - [`webhook`]: the mutating admission webhook `POST /inject`.
 
 pub mod annotations;
@@ -22,6 +23,7 @@ pub mod selector;
 pub mod template;
 pub mod webhook;
 pub mod workloads;
+pub mod yaml_out;
 
 pub use config::InjectorConfig;
 pub use inject::{InjectError, Injection, Injector, Target};

@@ -75,35 +75,78 @@ fn merge_named_list(spec: &mut Map<String, Value>, key: &str, added: &Value, pla
     let Some(added) = added.as_array() else {
         return;
     };
+    let mut placed = Vec::new();
+    let mut appended = Vec::new();
+    for item in added {
+        let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+        let own = take_named(spec, key, name).or_else(|| {
+            // A pod's own `istio-proxy` follows the proxy into
+            // `initContainers` when it becomes a native sidecar (and back).
+            sibling_list(key)
+                .and_then(|other| take_named(spec, other, name).map(|(_, c)| (usize::MAX, c)))
+        });
+        match own {
+            Some((index, own)) => {
+                let mut merged = item.clone();
+                overlay(&mut merged, &without_auto_image(own));
+                match placement {
+                    Placement::Last if index != usize::MAX => placed.push((index, merged)),
+                    _ => appended.push(merged),
+                }
+            }
+            None => appended.push(item.clone()),
+        }
+    }
+    let items = list_entry(spec, key);
+    // Put the pod's own items back where they were, lowest index first.
+    placed.sort_by_key(|(index, _)| *index);
+    for (index, merged) in placed {
+        items.insert(index.min(items.len()), merged);
+    }
+    match placement {
+        Placement::First => {
+            appended.append(items);
+            *items = appended;
+        }
+        Placement::Last => items.extend(appended),
+    }
+}
+
+fn sibling_list(key: &str) -> Option<&'static str> {
+    match key {
+        "containers" => Some("initContainers"),
+        "initContainers" => Some("containers"),
+        _ => None,
+    }
+}
+
+fn list_entry<'a>(spec: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
     let list = spec
         .entry(key.to_string())
         .or_insert_with(|| Value::Array(Vec::new()));
     if !list.is_array() {
         *list = Value::Array(Vec::new());
     }
-    let items = list.as_array_mut().expect("made a list above");
-    let mut new_items = Vec::new();
-    for item in added {
-        let name = item.get("name");
-        match items
-            .iter_mut()
-            .find(|existing| name.is_some() && existing.get("name") == name)
-        {
-            Some(existing) => {
-                let mut merged = item.clone();
-                overlay(&mut merged, existing);
-                *existing = merged;
-            }
-            None => new_items.push(item.clone()),
-        }
+    list.as_array_mut().expect("made a list above")
+}
+
+/// Removes the item named `name` from `spec[key]`, with its index.
+fn take_named(spec: &mut Map<String, Value>, key: &str, name: &str) -> Option<(usize, Value)> {
+    let items = spec.get_mut(key)?.as_array_mut()?;
+    let index = items
+        .iter()
+        .position(|item| item.get("name").and_then(Value::as_str) == Some(name))?;
+    Some((index, items.remove(index)))
+}
+
+/// A pod's own container with Istio's `image: auto` keeps the injected image.
+fn without_auto_image(mut container: Value) -> Value {
+    if let Some(map) = container.as_object_mut()
+        && map.get("image").and_then(Value::as_str) == Some("auto")
+    {
+        map.remove("image");
     }
-    match placement {
-        Placement::First => {
-            new_items.append(items);
-            *items = new_items;
-        }
-        Placement::Last => items.extend(new_items),
-    }
+    container
 }
 
 /// Lays `top` over `base`: objects merge key by key, anything else in `top`
@@ -169,6 +212,29 @@ mod tests {
             first["spec"]["containers"],
             json!([{"name": "istio-proxy"}, {"name": "web"}])
         );
+    }
+
+    #[test]
+    fn a_pods_own_proxy_moves_with_the_injected_one() {
+        let pod = json!({"spec": {"containers": [
+            {"name": "web"},
+            {"name": "istio-proxy", "image": "auto", "resources": {"limits": {"memory": "2Gi"}}},
+        ]}});
+        let native =
+            json!({"spec": {"initContainers": [{"name": "istio-proxy", "image": "agent:1"}]}});
+        let mut moved = pod.clone();
+        merge(&mut moved, &native, false);
+        assert_eq!(moved["spec"]["containers"], json!([{"name": "web"}]));
+        assert_eq!(
+            moved["spec"]["initContainers"],
+            json!([{"name": "istio-proxy", "image": "agent:1", "resources": {"limits": {"memory": "2Gi"}}}])
+        );
+        let first = json!({"spec": {"containers": [{"name": "istio-proxy", "image": "agent:1"}]}});
+        let mut held = pod;
+        merge(&mut held, &first, true);
+        assert_eq!(held["spec"]["containers"][0]["name"], "istio-proxy");
+        assert_eq!(held["spec"]["containers"][0]["image"], "agent:1");
+        assert_eq!(held["spec"]["containers"][1]["name"], "web");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const INJECT_LABEL: &str = "sidecar.istio.io/inject";
 pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 pub const NAMESPACE_INJECTION_LABEL: &str = "istio-injection";
 pub const REVISION_LABEL: &str = "istio.io/rev";
+const DEFAULT_REVISION: &str = "default";
 
 /// Namespaces Istio never injects.
 const SYSTEM_NAMESPACES: [&str; 4] = [
@@ -88,9 +89,9 @@ fn never_injected(config: &InjectorConfig, pod: &PodMeta, namespace: &str) -> Op
             "the pod uses the host's network (hostNetwork: true); it is never injected",
         ));
     }
-    if let Some(status) = pod.annotations.get(STATUS_ANNOTATION) {
+    if pod.annotations.contains_key(STATUS_ANNOTATION) {
         return Some(Decision::skip(format!(
-            "already injected ({STATUS_ANNOTATION}: {status})"
+            "already injected ({STATUS_ANNOTATION} is set)"
         )));
     }
     if SYSTEM_NAMESPACES.contains(&namespace) {
@@ -129,6 +130,14 @@ fn namespace_selects(
         Some("disabled") => {
             return Err(Decision::skip(format!(
                 "namespace {namespace} has {NAMESPACE_INJECTION_LABEL}=disabled"
+            )));
+        }
+        // Only the default revision answers `istio-injection=enabled`, so
+        // that two revisions never both inject a pod.
+        Some("enabled") if revision != DEFAULT_REVISION => {
+            return Err(Decision::skip(format!(
+                "namespace {namespace} has {NAMESPACE_INJECTION_LABEL}=enabled, which the \
+                 {DEFAULT_REVISION} revision serves; this injector is revision {revision}"
             )));
         }
         Some("enabled") if pod_says_no => return Err(pod_label_false()),
@@ -171,10 +180,10 @@ fn namespace_selects(
         }
         return Ok(format!("the pod has {REVISION_LABEL}={revision}"));
     }
-    if pod.labels.get(INJECT_LABEL).map(String::as_str) == Some("true") {
-        return Ok(format!(
-            "namespace {namespace} has no injection label but the pod has {INJECT_LABEL}=true"
-        ));
+    if pod.labels.get(INJECT_LABEL).map(String::as_str) == Some("true")
+        && revision == DEFAULT_REVISION
+    {
+        return Ok(format!("namespace {namespace} has no injection label"));
     }
     if config
         .values
@@ -236,9 +245,9 @@ fn pod_decides(config: &InjectorConfig, pod: &PodMeta) -> Decision {
         ));
     }
     match config.policy {
-        InjectionPolicy::Enabled => {
-            Decision::inject("the pod says nothing and the injection policy is enabled".to_string())
-        }
+        InjectionPolicy::Enabled => Decision::inject(format!(
+            "no {INJECT_LABEL} label or annotation on the pod, and the injection policy is enabled"
+        )),
         InjectionPolicy::Disabled => Decision::skip(format!(
             "the injection policy is disabled and the pod does not opt in \
              ({INJECT_LABEL}=true)"
@@ -306,6 +315,22 @@ mod tests {
         );
         assert!(decide_in(&pod(&[(REVISION_LABEL, "default")], &[]), Some(&[])).inject);
         assert!(!decide_in(&pod(&[(REVISION_LABEL, "canary")], &[]), Some(&[])).inject);
+    }
+
+    #[test]
+    fn only_the_default_revision_answers_istio_injection_enabled() {
+        let mut canary = InjectorConfig::default();
+        canary.values.revision = "canary".into();
+        let enabled = labels(&[(NAMESPACE_INJECTION_LABEL, "enabled")]);
+        let decision = decide(&canary, &pod(&[], &[]), "shop", Some(&enabled));
+        assert!(
+            !decision.inject && decision.reason.contains("revision canary"),
+            "{decision:?}"
+        );
+        let by_revision = labels(&[(REVISION_LABEL, "canary")]);
+        assert!(decide(&canary, &pod(&[], &[]), "shop", Some(&by_revision)).inject);
+        let opted_in = pod(&[(INJECT_LABEL, "true")], &[]);
+        assert!(!decide(&canary, &opted_in, "shop", Some(&Labels::new())).inject);
     }
 
     #[test]

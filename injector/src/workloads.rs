@@ -291,7 +291,7 @@ fn parse(body: &str, document: usize) -> Result<Option<Value>, WorkloadError> {
 }
 
 fn to_yaml(value: &Value) -> String {
-    serde_yaml_ng::to_string(value).expect("a JSON value is YAML")
+    crate::yaml_out::to_yaml(value)
 }
 
 #[cfg(test)]
