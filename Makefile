@@ -17,7 +17,7 @@ help:
 	@echo "make bench  run the benchmarks and print their figures"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
 	@echo "make crds   regenerate deploy/crds/ from the config model"
-	@echo "make fuzz-smoke  fuzz citadel's CSR checks and galley's webhook bodies, 60 s each (not in make test)"
+	@echo "make fuzz-smoke  fuzz citadel's CSR checks and galley's and the injector's webhook bodies, 60 s each (not in make test)"
 
 tools:
 	@scripts/install-tools.sh

@@ -61,6 +61,9 @@ pub struct GlobalValues {
     /// citadel's address (Istio's `caAddress`).
     pub ca_address: String,
     pub mesh_id: String,
+    pub multi_cluster: MultiClusterValues,
+    /// The network pods are on (`ISTIO_META_NETWORK`); empty for one.
+    pub network: String,
     pub proxy: ProxyValues,
     pub proxy_init: ProxyInitValues,
 }
@@ -73,8 +76,25 @@ impl Default for GlobalValues {
             istio_namespace: "istio-system".into(),
             ca_address: "citadel.istio-system.svc:15012".into(),
             mesh_id: "cluster.local".into(),
+            multi_cluster: MultiClusterValues::default(),
+            network: String::new(),
             proxy: ProxyValues::default(),
             proxy_init: ProxyInitValues::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MultiClusterValues {
+    /// This cluster's name (`ISTIO_META_CLUSTER_ID`), Istio's `Kubernetes`.
+    pub cluster_name: String,
+}
+
+impl Default for MultiClusterValues {
+    fn default() -> Self {
+        Self {
+            cluster_name: "Kubernetes".into(),
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct Target {
     pub namespace_labels: Option<Labels>,
     /// The owning workload's name (a Deployment's, ...), when known.
     pub workload_name: Option<String>,
+    /// The cluster and network the webhook was called for (its URL path,
+    /// `/inject/cluster/<id>/net/<network>`), over the config's.
+    pub cluster_id: Option<String>,
+    pub network: Option<String>,
 }
 
 /// What became of a pod.
@@ -278,6 +282,14 @@ impl Injector {
                 trust_domain: self.config.mesh_config.trust_domain.clone(),
                 ca_address: values.global.ca_address.clone(),
                 mesh_id: values.global.mesh_id.clone(),
+                cluster_id: target
+                    .cluster_id
+                    .clone()
+                    .unwrap_or_else(|| values.global.multi_cluster.cluster_name.clone()),
+                network: target
+                    .network
+                    .clone()
+                    .unwrap_or_else(|| values.global.network.clone()),
             },
             proxy_config: Value::Object(proxy_config).to_string(),
             labels: labels.clone(),

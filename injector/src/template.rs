@@ -98,6 +98,10 @@ pub struct MeshValues {
     pub trust_domain: String,
     pub ca_address: String,
     pub mesh_id: String,
+    /// The pod's cluster (`ISTIO_META_CLUSTER_ID`).
+    pub cluster_id: String,
+    /// The pod's network (`ISTIO_META_NETWORK`); empty for one network.
+    pub network: String,
 }
 
 /// Why a template cannot be used or rendered.

@@ -139,6 +139,7 @@ fn rewrite_object(
         namespace: Some(namespace.to_string()),
         namespace_labels: context.namespaces.get(namespace).cloned(),
         workload_name: (kind != "Pod").then(|| name.to_string()),
+        ..Target::default()
     };
     let outcome =
         context

@@ -24,10 +24,22 @@ pub fn to_yaml(value: &Value) -> String {
     out
 }
 
+/// YAML readers refuse implicit keys longer than this; longer ones are
+/// written in the explicit form (`? key` then `: value`).
+const LONGEST_IMPLICIT_KEY: usize = 1000;
+
 fn write_mapping(out: &mut String, map: &serde_json::Map<String, Value>, indent: usize) {
     for (key, value) in map {
         pad(out, indent);
-        out.push_str(&string_text(key));
+        let key = string_text(key);
+        if key.len() > LONGEST_IMPLICIT_KEY {
+            out.push_str("? ");
+            out.push_str(&key);
+            out.push('\n');
+            pad(out, indent);
+        } else {
+            out.push_str(&key);
+        }
         out.push(':');
         write_nested(out, value, indent, false);
     }
@@ -165,6 +177,14 @@ mod tests {
             text.contains("i: web\n") && text.contains("j: docker.io/istio/x:1.2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn long_keys_use_the_explicit_form() {
+        let long = "\"".repeat(600);
+        let value = json!({"spec": {long.clone(): true, "short": [{long: 1}]}});
+        let back: Value = serde_yaml_ng::from_str(&to_yaml(&value)).unwrap();
+        assert_eq!(back, value);
     }
 
     #[test]

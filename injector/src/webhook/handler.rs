@@ -8,13 +8,13 @@ use std::time::Instant;
 use admission_webhook::admission::MAX_BODY_BYTES;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::metrics::InjectionMetrics;
-use super::review::{Outcome, Reviewed, review};
+use super::review::{Outcome, Reviewed, Site, review_at};
 use crate::inject::Injector;
 
 /// Bodies larger than this are injected on a blocking thread, so one large
@@ -32,15 +32,27 @@ pub fn router(injector: Arc<Injector>, metrics: InjectionMetrics) -> Router {
     Router::new()
         .route("/inject", post(inject))
         .route("/inject/", post(inject))
-        .route("/inject/{*params}", post(inject))
+        .route("/inject/{*params}", post(inject_at))
         .with_state(WebhookState { injector, metrics })
 }
 
+async fn inject_at(
+    State(state): State<WebhookState>,
+    Path(params): Path<String>,
+    body: Body,
+) -> Response {
+    answer(state, Site::from_path(&params), body).await
+}
+
 async fn inject(State(state): State<WebhookState>, body: Body) -> Response {
+    answer(state, Site::default(), body).await
+}
+
+async fn answer(state: WebhookState, site: Site, body: Body) -> Response {
     let started = Instant::now();
     state.metrics.requests.inc();
     let response = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => match decide(state.injector.clone(), bytes).await {
+        Ok(bytes) => match decide(state.injector.clone(), bytes, site).await {
             Ok(reviewed) => {
                 record(&state, &reviewed);
                 axum::Json(reviewed.answer).into_response()
@@ -56,13 +68,15 @@ async fn inject(State(state): State<WebhookState>, body: Body) -> Response {
     response
 }
 
-async fn decide(injector: Arc<Injector>, bytes: Bytes) -> Result<Reviewed, String> {
+async fn decide(injector: Arc<Injector>, bytes: Bytes, site: Site) -> Result<Reviewed, String> {
     if bytes.len() <= INLINE_BODY_BYTES {
-        return review(&injector, &bytes).map_err(|e| e.to_string());
+        return review_at(&injector, &bytes, &site).map_err(|e| e.to_string());
     }
-    tokio::task::spawn_blocking(move || review(&injector, &bytes).map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|error| Err(format!("injection failed: {error}")))
+    tokio::task::spawn_blocking(move || {
+        review_at(&injector, &bytes, &site).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|error| Err(format!("injection failed: {error}")))
 }
 
 fn malformed(state: &WebhookState, reason: String) -> Response {

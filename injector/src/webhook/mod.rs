@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use metrics::InjectionMetrics;
-pub use review::{Outcome, Reviewed, review};
+pub use review::{Outcome, Reviewed, Site, review, review_at};
 
 use crate::inject::Injector;
 

@@ -31,11 +31,43 @@ pub struct Reviewed {
     pub outcome: Outcome,
 }
 
+/// Where the API server says the pod runs, from the webhook URL's path
+/// (`/inject/cluster/<id>/net/<network>`, as Istio's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Site {
+    pub cluster_id: Option<String>,
+    pub network: Option<String>,
+}
+
+impl Site {
+    /// Reads `cluster/<id>/net/<network>` (either pair, any order); other
+    /// pairs are ignored, as Istio does.
+    pub fn from_path(params: &str) -> Self {
+        let parts: Vec<&str> = params.split('/').filter(|p| !p.is_empty()).collect();
+        let mut site = Site::default();
+        for pair in parts.chunks(2) {
+            if let [key, value] = pair {
+                match *key {
+                    "cluster" => site.cluster_id = Some((*value).to_string()),
+                    "net" => site.network = Some((*value).to_string()),
+                    _ => {}
+                }
+            }
+        }
+        site
+    }
+}
+
 /// Decodes `body` and injects its pod. `Err` only when the body is not an
 /// `AdmissionReview` at all.
 pub fn review(injector: &Injector, body: &[u8]) -> Result<Reviewed, MalformedBody> {
+    review_at(injector, body, &Site::default())
+}
+
+/// As [`review`], for a pod at `site`.
+pub fn review_at(injector: &Injector, body: &[u8], site: &Site) -> Result<Reviewed, MalformedBody> {
     let (api_version, request) = decode_review(body)?;
-    let (response, outcome) = decide(injector, &request);
+    let (response, outcome) = decide(injector, &request, site);
     Ok(Reviewed {
         answer: response.into_review(&api_version),
         request,
@@ -43,7 +75,11 @@ pub fn review(injector: &Injector, body: &[u8]) -> Result<Reviewed, MalformedBod
     })
 }
 
-fn decide(injector: &Injector, request: &AdmissionRequest) -> (AdmissionResponse, Outcome) {
+fn decide(
+    injector: &Injector,
+    request: &AdmissionRequest,
+    site: &Site,
+) -> (AdmissionResponse, Outcome) {
     let uid = &request.uid;
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
     if request.operation != Operation::Create || !is_pod || request.sub_resource.is_some() {
@@ -65,6 +101,8 @@ fn decide(injector: &Injector, request: &AdmissionRequest) -> (AdmissionResponse
     };
     let target = Target {
         namespace: Some(request.namespace.clone()).filter(|ns| !ns.is_empty()),
+        cluster_id: site.cluster_id.clone(),
+        network: site.network.clone(),
         ..Target::default()
     };
     match injector.inject(pod, &target) {
@@ -90,5 +128,29 @@ fn decide(injector: &Injector, request: &AdmissionRequest) -> (AdmissionResponse
                 Outcome::Failed(reason),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_names_cluster_and_network() {
+        assert_eq!(
+            Site::from_path("cluster/c2/net/network1"),
+            Site {
+                cluster_id: Some("c2".into()),
+                network: Some("network1".into())
+            }
+        );
+        assert_eq!(
+            Site::from_path("net/n/other"),
+            Site {
+                cluster_id: None,
+                network: Some("n".into())
+            }
+        );
+        assert_eq!(Site::from_path(""), Site::default());
     }
 }
