@@ -22,7 +22,7 @@ use pilot::xds::status_publisher;
 use pilot::xds::sync_status::SyncStatus;
 use pilot::xds::{AdsServer, PushContext, XdsMetrics};
 use prometheus_client::metrics::gauge::Gauge;
-use service_runtime::args::parse_duration;
+use service_runtime::args::{OptionalAddr, parse_duration, parse_optional_addr};
 use service_runtime::{Health, MetricsRegistry, Readiness, RuntimeArgs, ServiceRuntime, Shutdown};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::server::Router;
@@ -106,19 +106,6 @@ fn parse_outbound_mode(mode: &str) -> Result<OutboundMode, String> {
         "REGISTRY_ONLY" => Ok(OutboundMode::RegistryOnly),
         _ => Err(format!("{mode:?} is not ALLOW_ANY or REGISTRY_ONLY")),
     }
-}
-
-/// A listen address that can be turned off with `none`.
-#[derive(Debug, Clone, Copy)]
-struct OptionalAddr(Option<SocketAddr>);
-
-fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
-    if text.eq_ignore_ascii_case("none") {
-        return Ok(OptionalAddr(None));
-    }
-    text.parse()
-        .map(|addr| OptionalAddr(Some(addr)))
-        .map_err(|error| format!("{text:?}: {error} (or `none`)"))
 }
 
 #[tokio::main]

@@ -2,11 +2,11 @@
 //! files it serves. Defaults are Istio's (port 15017, the `istio-dns`
 //! certificate mount).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use service_runtime::args::parse_duration;
+pub use service_runtime::args::OptionalAddr;
+use service_runtime::args::{parse_duration, parse_optional_addr};
 
 use crate::tls::CertFiles;
 
@@ -45,19 +45,6 @@ impl HttpsArgs {
             key: self.key.clone(),
         }
     }
-}
-
-/// An address, or `None` for `none`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
-
-fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
-    if text.eq_ignore_ascii_case("none") {
-        return Ok(OptionalAddr(None));
-    }
-    text.parse()
-        .map(|addr| OptionalAddr(Some(addr)))
-        .map_err(|error| format!("{text:?}: {error} (or `none`)"))
 }
 
 #[cfg(test)]

@@ -28,6 +28,21 @@ pub struct RuntimeArgs {
     pub drain_timeout: Duration,
 }
 
+/// A listen address that can be turned off with `none` (a service's
+/// optional ports: pilot's mTLS xDS, the webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<std::net::SocketAddr>);
+
+/// Reads an [`OptionalAddr`]: `host:port` or `none`.
+pub fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(OptionalAddr(None));
+    }
+    text.parse()
+        .map(|addr| OptionalAddr(Some(addr)))
+        .map_err(|error| format!("{text:?}: {error} (or `none`)"))
+}
+
 /// Reads durations on the command line and in environment variables:
 /// `500ms`, `3s`, `1m`, and sums of them the way Go's `time.ParseDuration`
 /// (and so Istio's environment variables) writes whole numbers: `2h0m0s`,
