@@ -259,7 +259,7 @@ impl ProxySettings {
 
 /// A plain HTTP client for Envoy's admin, app probes and app metrics. The
 /// TLS part (HTTPS probes) trusts anything, as kubelet's probes do.
-fn http_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
