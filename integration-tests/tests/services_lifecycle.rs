@@ -94,9 +94,9 @@ fn start_service(name: &str, nats_url: &str) -> (Process, SocketAddr) {
     } else {
         command.env("TRIREME_HTTP_ADDR", addr.to_string());
     }
-    if name == "galley" {
-        // No webhook certificate here: without one the webhook (and so
-        // galley) would never be ready.
+    if name == "galley" || name == "injector" {
+        // No webhook certificate here: without one the webhook (and so the
+        // service) would never be ready.
         command.env("TRIREME_WEBHOOK_ADDR", "none");
     }
     if name == "citadel" {
