@@ -40,10 +40,15 @@ test: tools build
 # The injector's (inject) times `webhook::review` on a typical pod, a 64 KB
 # pod and one with 1,500 environment variables, and the typical pod over
 # HTTPS with one client, writing target/bench/injector.json.
-# BENCH_FULL=1 gives citadel's, galley's and the injector's benchmarks longer
-# windows.
+# Then perf-scenarios (perf/) runs issue 8's multi-process scenarios S1-S5
+# (pilot and the xds-load tool as separate release processes, config changes
+# written to the bus as galley writes them) and prints one table with S6-S8
+# read back from the JSON above, writing target/bench/scenarios.json.
+# BENCH_FULL=1 gives every benchmark its full sizes and longer windows.
 bench: tools
 	$(CARGO) bench --workspace
+	$(CARGO) build --release -p pilot -p perf --bins
+	$(CARGO) run --quiet --release -p perf --bin perf-scenarios
 
 lint:
 	$(CARGO) fmt --all --check

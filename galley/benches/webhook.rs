@@ -13,12 +13,13 @@
 mod certs;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::routing::post;
+use bench_report::Summary;
 use galley::webhook::admission::{AdmissionResponse, AdmissionReviewRequest};
 use galley::webhook::handler::router;
 use galley::webhook::tls::{CertFiles, serve, watch_cert_files};
@@ -59,9 +60,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     let run = runtime.block_on(measure(window))?;
     print_table(&run);
-    let path = target_dir().join("bench").join("webhook.json");
-    std::fs::create_dir_all(path.parent().unwrap())?;
-    std::fs::write(&path, serde_json::to_vec_pretty(&run)?)?;
+    let path = bench_report::write_json("webhook", &serde_json::to_value(&run)?)?;
     println!("figures written to {}", path.display());
     Ok(())
 }
@@ -182,7 +181,7 @@ async fn drive(
         errors += failed;
         longest = longest.max(elapsed);
     }
-    latencies.sort();
+    let latency = Summary::of(&latencies);
     let seconds = longest.as_secs_f64();
     Ok(Cell {
         route,
@@ -191,17 +190,13 @@ async fn drive(
         errors,
         seconds,
         requests_per_second: latencies.len() as f64 / seconds,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: ms(latency.median),
+        p99_ms: ms(latency.p99),
     })
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index].as_secs_f64() * 1000.0
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 fn print_table(run: &Run) {
@@ -224,12 +219,4 @@ fn print_table(run: &Run) {
             cell.errors
         );
     }
-}
-
-fn target_dir() -> PathBuf {
-    let binary = Path::new(env!("CARGO_BIN_EXE_galley"));
-    binary
-        .parent()
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("target"), Path::to_owned)
 }

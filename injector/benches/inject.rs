@@ -20,13 +20,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use admission_webhook::HttpsArgs;
 use anyhow::{Context, bail};
+use bench_report::{Summary, git_revision};
 use clap::Parser;
 use injector::webhook::{self, InjectionMetrics, Outcome, review};
 use injector::{Injector, InjectorConfig, SidecarTemplate};
@@ -120,9 +120,10 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     figures.push(runtime.block_on(bench_https(injector, &plan))?);
+    let git = git_revision();
     let report = Report {
-        git_revision: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
-        git_dirty: git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()),
+        git_revision: git.head.unwrap_or_else(|| "unknown".into()),
+        git_dirty: git.dirty.unwrap_or(false),
         machine: machine(),
         runs_per_case: plan.runs,
         window_seconds: plan.window.as_secs_f64(),
@@ -329,17 +330,12 @@ fn figures(
     body_bytes: usize,
     runs: &[Run],
 ) -> Figures {
-    let mut pooled: Vec<Duration> = runs.iter().flat_map(|r| r.latencies.clone()).collect();
-    pooled.sort();
+    let pooled: Vec<Duration> = runs.iter().flat_map(|r| r.latencies.clone()).collect();
+    let summary = Summary::of(&pooled);
     let run_p50s: Vec<f64> = runs
         .iter()
-        .map(|run| {
-            let mut sorted = run.latencies.clone();
-            sorted.sort();
-            percentile_us(&sorted, 0.50)
-        })
+        .map(|run| us(Summary::of(&run.latencies).median))
         .collect();
-    let total: Duration = pooled.iter().sum();
     let elapsed: f64 = runs.iter().map(|r| r.elapsed.as_secs_f64()).sum();
     Figures {
         case,
@@ -347,52 +343,26 @@ fn figures(
         pod_bytes,
         body_bytes,
         runs: runs.len(),
-        samples: pooled.len(),
-        mean_us: total.as_secs_f64() * 1e6 / pooled.len().max(1) as f64,
-        p50_us: percentile_us(&pooled, 0.50),
-        p99_us: percentile_us(&pooled, 0.99),
-        ops_per_second: pooled.len() as f64 / elapsed,
+        samples: summary.count,
+        mean_us: us(summary.mean),
+        p50_us: us(summary.median),
+        p99_us: us(summary.p99),
+        ops_per_second: summary.count as f64 / elapsed,
         run_p50_min_us: run_p50s.iter().copied().fold(f64::INFINITY, f64::min),
         run_p50_max_us: run_p50s.iter().copied().fold(0.0, f64::max),
     }
 }
 
-/// Nearest-rank percentile of `sorted`, in microseconds.
-fn percentile_us(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index].as_secs_f64() * 1e6
+fn us(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
 }
 
-fn git(args: &[&str]) -> Option<String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-/// The CPU model from /proc/cpuinfo, and the CPUs this process may use
-/// (what `nproc` prints).
+/// The CPU model and the CPUs this process may use (what `nproc` prints).
 fn machine() -> Machine {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let machine = bench_report::Machine::detect();
     Machine {
-        cpu_model,
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: machine.cpu_model.unwrap_or_else(|| "unknown".into()),
+        nproc: machine.nproc,
     }
 }
 
@@ -435,18 +405,7 @@ fn print_table(report: &Report) {
 }
 
 fn write_json(report: &Report) -> anyhow::Result<()> {
-    let path = target_dir().join("bench").join("injector.json");
-    std::fs::create_dir_all(path.parent().expect("a parent"))?;
-    std::fs::write(&path, serde_json::to_vec_pretty(report)?)?;
+    let path = bench_report::write_json("injector", &serde_json::to_value(report)?)?;
     println!("figures written to {}", path.display());
     Ok(())
-}
-
-/// The target directory this benchmark was built in (shared or not).
-fn target_dir() -> PathBuf {
-    let binary = Path::new(env!("CARGO_BIN_EXE_injector"));
-    binary
-        .parent()
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("target"), Path::to_owned)
 }

@@ -1,12 +1,14 @@
 //! Translation speed against DESIGN.md's targets: CDS for 1000 services
 //! (target <= 2 ms; istiod 3.5 ms) and RDS for 1000 gateway hosts (target
 //! <= 20 ms; istiod 43 ms), plus a sidecar's outbound scope, LDS and RDS for
-//! the same services. Prints median and p99 over repeated runs; no
-//! assertions (the machines are noisy).
+//! the same services. Prints median and p99 over repeated runs and writes
+//! them, with the machine and git revision, to `target/bench/translate.json`;
+//! no assertions (the machines are noisy).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use bench_report::{Machine, Summary, git_revision};
 use mesh_config::parse_all;
 use pilot::model::{ConfigSet, MeshSettings, MeshSnapshot, Proxy, ProxyScope, ProxyType};
 use pilot::translate::sidecar::inbound::{inbound_clusters, inbound_listeners};
@@ -120,7 +122,28 @@ fn outbound_sidecar() -> Proxy {
     }
 }
 
-fn measure(label: &str, mut run: impl FnMut() -> usize) {
+/// What one case measured.
+struct Case {
+    label: &'static str,
+    timings: Summary,
+    bytes: usize,
+}
+
+impl Case {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "case": self.label,
+            "median_ms": ms(self.timings.median),
+            "p99_ms": ms(self.timings.p99),
+            "runs": self.timings.count,
+            "bytes_encoded": self.bytes,
+        })
+    }
+}
+
+/// Times `RUNS` runs of `run` (which returns the bytes it encoded) and
+/// prints the case's line.
+fn measure(cases: &mut Vec<Case>, label: &'static str, mut run: impl FnMut() -> usize) {
     let mut timings = Vec::with_capacity(RUNS);
     let mut bytes = 0;
     for _ in 0..RUNS {
@@ -128,37 +151,67 @@ fn measure(label: &str, mut run: impl FnMut() -> usize) {
         bytes = run();
         timings.push(start.elapsed());
     }
-    timings.sort();
-    let at = |p: f64| timings[((timings.len() - 1) as f64 * p).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let case = Case {
+        label,
+        timings: Summary::of(&timings),
+        bytes,
+    };
     println!(
         "  {label:<44} median {:>7.2} ms   p99 {:>7.2} ms   {:>8} bytes encoded",
-        ms(at(0.5)),
-        ms(at(0.99)),
+        ms(case.timings.median),
+        ms(case.timings.p99),
         bytes
     );
+    cases.push(case);
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// `target/bench/translate.json`: every case beside the machine and source.
+fn write_report(machine: &Machine, cases: &[Case]) {
+    let report = serde_json::json!({
+        "bench": "pilot translate",
+        "services": SERVICES,
+        "runs_per_case": RUNS,
+        "machine": machine.to_json(),
+        "git": git_revision().to_json(),
+        "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
+    });
+    match bench_report::write_json("translate", &report) {
+        Ok(path) => println!("figures written to {}", path.display()),
+        Err(error) => eprintln!("cannot write target/bench/translate.json: {error}"),
+    }
 }
 
 fn main() {
+    // Before the work, so the load average is the machine's.
+    let machine = Machine::detect();
+    let mut cases = Vec::new();
     let resources = parse_all("mesh.yaml", &mesh_yaml()).expect("generated mesh parses");
     let config = ConfigSet::from_resources(resources.into_iter().map(|r| r.resource));
     let snapshot = MeshSnapshot::from_config(config, MeshSettings::default());
     let proxy = gateway();
     println!("translation, {SERVICES} services (2 subsets each), {RUNS} runs, generate + encode:");
-    measure("CDS for 1000 services (target <= 2 ms)", || {
+    measure(&mut cases, "CDS for 1000 services (target <= 2 ms)", || {
         outbound_clusters(&snapshot, &proxy)
             .iter()
             .map(|c| c.encode_to_vec().len())
             .sum()
     });
     let sidecars: Vec<Proxy> = (0..SERVICES).map(sidecar).collect();
-    measure("view keys of 1000 sidecars (once per push each)", || {
-        sidecars
-            .iter()
-            .map(|proxy| view_key(&snapshot, proxy).len())
-            .sum()
-    });
-    measure("inbound LDS + CDS of one sidecar", || {
+    measure(
+        &mut cases,
+        "view keys of 1000 sidecars (once per push each)",
+        || {
+            sidecars
+                .iter()
+                .map(|proxy| view_key(&snapshot, proxy).len())
+                .sum()
+        },
+    );
+    measure(&mut cases, "inbound LDS + CDS of one sidecar", || {
         let listeners = inbound_listeners(&snapshot, &sidecars[0]);
         let clusters = inbound_clusters(&snapshot, &sidecars[0]);
         listeners
@@ -170,33 +223,42 @@ fn main() {
                 .map(|c| c.encode_to_vec().len())
                 .sum::<usize>()
     });
-    measure("RDS for 1000 gateway hosts (target <= 20 ms)", || {
-        gateway_route_configuration(&snapshot, &proxy, "http.80")
-            .map(|r| r.encode_to_vec().len())
-            .unwrap_or(0)
-    });
+    measure(
+        &mut cases,
+        "RDS for 1000 gateway hosts (target <= 20 ms)",
+        || {
+            gateway_route_configuration(&snapshot, &proxy, "http.80")
+                .map(|r| r.encode_to_vec().len())
+                .unwrap_or(0)
+        },
+    );
     let sidecar = outbound_sidecar();
-    measure("sidecar scope for 1000 services", || {
+    measure(&mut cases, "sidecar scope for 1000 services", || {
         ProxyScope::new(&snapshot, &sidecar)
             .services(&snapshot)
             .count()
     });
     let scope = ProxyScope::new(&snapshot, &sidecar);
-    measure("sidecar CDS for 1000 services (auto mTLS)", || {
-        outbound::clusters(&snapshot, &sidecar, &scope)
-            .iter()
-            .map(|c| c.encode_to_vec().len())
-            .sum()
-    });
-    measure("sidecar LDS for 1000 services", || {
+    measure(
+        &mut cases,
+        "sidecar CDS for 1000 services (auto mTLS)",
+        || {
+            outbound::clusters(&snapshot, &sidecar, &scope)
+                .iter()
+                .map(|c| c.encode_to_vec().len())
+                .sum()
+        },
+    );
+    measure(&mut cases, "sidecar LDS for 1000 services", || {
         outbound::listeners(&snapshot, &sidecar, &scope)
             .iter()
             .map(|l| l.encode_to_vec().len())
             .sum()
     });
-    measure("sidecar RDS `80` for 1000 services", || {
+    measure(&mut cases, "sidecar RDS `80` for 1000 services", || {
         outbound::route_configuration(&snapshot, &sidecar, &scope, "80")
             .map(|r| r.encode_to_vec().len())
             .unwrap_or(0)
     });
+    write_report(&machine, &cases);
 }

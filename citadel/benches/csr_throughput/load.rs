@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bench_report::{ProcessUsage, Summary};
 use citadel::keys::{RsaKeySize, generate_rsa_pkcs8_pem};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use tokio::time::Instant;
@@ -16,8 +17,7 @@ use trireme_proto::istio::v1::auth::IstioCertificateRequest;
 use trireme_proto::istio::v1::auth::istio_certificate_service_client::IstioCertificateServiceClient;
 
 use crate::citadel::{JwtIssuer, WORKLOAD_ID};
-use crate::proc_stats::CpuClock;
-use crate::{REPETITIONS, Settings, median, percentile_ms};
+use crate::{REPETITIONS, Settings, median};
 
 type Client = IstioCertificateServiceClient<Channel>;
 
@@ -181,21 +181,20 @@ pub async fn measure_cell(
     };
     // Lets citadel's allocator and the connections settle before counting.
     run_window(&connections, &requests, settings.warmup).await;
-    let clock = CpuClock::new();
     let mut windows = Vec::with_capacity(REPETITIONS);
     let mut all = Tally::default();
     for _ in 0..REPETITIONS {
-        let citadel_before = clock.process_seconds(citadel_pid)?;
-        let loadgen_before = clock.own_seconds()?;
-        let started = Instant::now();
+        let citadel_before = ProcessUsage::sample(citadel_pid)?;
+        let loadgen_before = ProcessUsage::sample_self()?;
         let tally = run_window(&connections, &requests, settings.window).await;
-        let elapsed = started.elapsed().as_secs_f64();
+        let citadel_after = ProcessUsage::sample(citadel_pid)?;
+        let loadgen_after = ProcessUsage::sample_self()?;
         windows.push(Window {
             csrs_per_second: tally.latencies.len() as f64 / settings.window.as_secs_f64(),
             completed: tally.latencies.len(),
             failed: tally.failed,
-            citadel_cpu: (clock.process_seconds(citadel_pid)? - citadel_before) / elapsed,
-            loadgen_cpu: (clock.own_seconds()? - loadgen_before) / elapsed,
+            citadel_cpu: ProcessUsage::cpu_per_wall_second(&citadel_before, &citadel_after),
+            loadgen_cpu: ProcessUsage::cpu_per_wall_second(&loadgen_before, &loadgen_after),
         });
         all.merge(tally);
     }
@@ -206,7 +205,7 @@ fn summarize(
     key_type: &'static str,
     clients: usize,
     windows: Vec<Window>,
-    mut all: Tally,
+    all: Tally,
 ) -> anyhow::Result<Cell> {
     if all.latencies.is_empty() {
         bail!(
@@ -214,7 +213,8 @@ fn summarize(
             all.first_error.as_deref().unwrap_or("no answer in time")
         );
     }
-    all.latencies.sort_unstable();
+    let latency = Summary::of(&all.latencies);
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let of = |pick: fn(&Window) -> f64| median(&windows.iter().map(pick).collect::<Vec<_>>());
     Ok(Cell {
         key_type,
@@ -222,8 +222,8 @@ fn summarize(
         median_csrs_per_second: of(|window| window.csrs_per_second),
         median_citadel_cpu: of(|window| window.citadel_cpu),
         median_loadgen_cpu: of(|window| window.loadgen_cpu),
-        p50_ms: percentile_ms(&all.latencies, 0.50),
-        p99_ms: percentile_ms(&all.latencies, 0.99),
+        p50_ms: ms(latency.median),
+        p99_ms: ms(latency.p99),
         first_error: all.first_error,
         windows,
     })

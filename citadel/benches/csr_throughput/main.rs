@@ -17,13 +17,12 @@
 mod citadel;
 mod load;
 mod openssl_speed;
-mod proc_stats;
 mod report;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use bench_report::ProcessUsage;
 
 use crate::citadel::{Citadel, JwtIssuer};
 use crate::load::{Target, Workload};
@@ -75,8 +74,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     let run = runtime.block_on(measure(settings))?;
     report::print_table(&run);
-    let json_path = target_dir().join("bench").join("citadel-csr.json");
-    report::write_json(&json_path, &run)?;
+    let json_path = report::write_json(&run)?;
     println!("figures written to {}", json_path.display());
     Ok(())
 }
@@ -107,7 +105,7 @@ async fn measure(settings: Settings) -> anyhow::Result<Run> {
             cells.push(cell);
         }
     }
-    let citadel_peak_rss_kib = proc_stats::peak_rss_kib(citadel.pid())?;
+    let citadel_peak_rss_kib = ProcessUsage::sample(citadel.pid())?.peak_rss_kib;
     drop(citadel);
 
     eprintln!(
@@ -133,16 +131,6 @@ fn make_workloads() -> anyhow::Result<Vec<Workload>> {
     ])
 }
 
-/// The cargo target directory: the citadel binary lives in its profile
-/// directory, `<target>/release/citadel`.
-fn target_dir() -> PathBuf {
-    let binary = Path::new(env!("CARGO_BIN_EXE_citadel"));
-    binary
-        .parent()
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("target"), Path::to_owned)
-}
-
 /// Median of a non-empty sample; the mean of the middle two when even.
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
@@ -153,13 +141,4 @@ pub fn median(values: &[f64]) -> f64 {
     } else {
         sorted[middle]
     }
-}
-
-/// Nearest-rank percentile of sorted latencies, in milliseconds.
-pub fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (fraction * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
 }

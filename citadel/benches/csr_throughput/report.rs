@@ -1,10 +1,9 @@
 //! The printed table and the JSON file of one run.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use bench_report::{GitRevision, git_revision};
 use serde_json::{Value, json};
 
 use crate::Settings;
@@ -32,67 +31,30 @@ impl Run {
 
 /// The machine and source the figures come from.
 pub struct Machine {
-    cpus: usize,
-    kernel: Option<String>,
-    cpu_model: Option<String>,
-    load_average: Option<String>,
-    git_head: Option<String>,
-    git_dirty: Option<bool>,
+    machine: bench_report::Machine,
+    git: GitRevision,
 }
 
 impl Machine {
     /// Taken before the load starts, so the load average shows what else the
     /// (shared) machine was doing.
     pub fn describe() -> Self {
-        let cpuinfo = read_trimmed("/proc/cpuinfo").unwrap_or_default();
         Self {
-            cpus: std::thread::available_parallelism().map_or(1, usize::from),
-            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned()),
-            load_average: read_trimmed("/proc/loadavg").map(|text| {
-                text.split_whitespace()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }),
-            git_head: git(&["rev-parse", "HEAD"]),
-            git_dirty: git(&["status", "--porcelain"]).map(|status| !status.is_empty()),
+            machine: bench_report::Machine::detect(),
+            git: git_revision(),
         }
     }
 
     fn to_json(&self) -> Value {
         json!({
-            "nproc": self.cpus,
-            "kernel": self.kernel,
-            "cpu_model": self.cpu_model,
-            "load_average_at_start": self.load_average,
-            "git_head": self.git_head,
-            "git_dirty": self.git_dirty,
+            "nproc": self.machine.nproc,
+            "kernel": self.machine.kernel,
+            "cpu_model": self.machine.cpu_model,
+            "load_average_at_start": self.machine.load_average,
+            "git_head": self.git.head,
+            "git_dirty": self.git.dirty,
         })
     }
-}
-
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|text| text.trim().to_owned())
-}
-
-/// A git answer about this checkout, or None outside one or without git.
-fn git(args: &[&str]) -> Option<String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 pub fn print_table(run: &Run) {
@@ -104,8 +66,8 @@ pub fn print_table(run: &Run) {
         run.repetitions,
         settings.window,
         settings.warmup,
-        run.machine.cpus,
-        run.machine.load_average.as_deref().unwrap_or("?"),
+        run.machine.machine.nproc,
+        run.machine.machine.load_average.as_deref().unwrap_or("?"),
     );
     println!(
         "{:<9} {:>7} {:>10} {:>7} {:>7} {:>11} {:>12} {:>11} {:>11} {:>8}",
@@ -196,7 +158,8 @@ fn print_notes(run: &Run) {
     }
 }
 
-pub fn write_json(path: &Path, run: &Run) -> anyhow::Result<()> {
+/// Writes `target/bench/citadel-csr.json`; returns its path.
+pub fn write_json(run: &Run) -> anyhow::Result<PathBuf> {
     let settings = &run.settings;
     let document = json!({
         "bench": "citadel csr_throughput",
@@ -210,12 +173,7 @@ pub fn write_json(path: &Path, run: &Run) -> anyhow::Result<()> {
         "openssl": openssl_json(&run.openssl),
         "cells": run.cells.iter().map(|cell| cell_json(cell, run.openssl_rates(cell.key_type))).collect::<Vec<_>>(),
     });
-    if let Some(directory) = path.parent() {
-        std::fs::create_dir_all(directory)
-            .with_context(|| format!("creating {}", directory.display()))?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&document)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(bench_report::write_json("citadel-csr", &document)?)
 }
 
 fn openssl_json(openssl: &Result<Speed, String>) -> Value {
