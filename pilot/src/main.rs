@@ -25,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use service_runtime::args::{OptionalAddr, parse_duration, parse_optional_addr};
 use service_runtime::{Health, MetricsRegistry, Readiness, RuntimeArgs, ServiceRuntime, Shutdown};
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use trireme_proto::envoy::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use workload_identity::args::spiffe_id;
@@ -227,15 +229,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sync_status,
         shutdown: shutdown.token(),
     };
+    let loaded = first_push(contexts.clone());
     let ads = AdsServer::new(contexts, shared).into_service();
     let xds_addr = args.xds_addr;
-    tracing::info!(%xds_addr, "serving ADS (state-of-the-world and delta) in plain text");
-    let plaintext = ads_router(ads.clone()).serve_with_shutdown(xds_addr, shutdown.wait());
+    let plaintext_listener =
+        bind_xds(xds_addr).with_context(|| format!("binding the xDS address {xds_addr}"))?;
+    let plaintext = {
+        let ads = ads.clone();
+        let loaded = loaded.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = loaded => {}
+                _ = shutdown.wait() => return Ok(()),
+            }
+            tracing::info!(%xds_addr, "serving ADS (state-of-the-world and delta) in plain text");
+            let incoming = TcpListenerStream::new(plaintext_listener).map(|stream| {
+                let stream = stream?;
+                stream.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(stream)
+            });
+            ads_router(ads)
+                .serve_with_incoming_shutdown(incoming, shutdown.wait())
+                .await
+        }
+    };
     let secure = async {
         let Some((listener, manager)) = tls else {
             return Ok(());
         };
         let addr = listener.local_addr()?;
+        tokio::select! {
+            _ = loaded => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
         tracing::info!(%addr, "serving ADS over mutual TLS");
         let served = listener.serve(ads_router(ads), shutdown.wait()).await;
         drop(manager);
@@ -313,6 +340,38 @@ async fn start_tls(
 }
 
 /// Ready once the first push context (a complete config load) is published.
+/// Resolves once the first push context (the whole config) is built. A
+/// proxy served before that would get an empty mesh, and after a pilot
+/// restart drop every cluster it had; as istiod does, pilot accepts xDS
+/// streams only once its config is loaded (connections wait in the listen
+/// backlog meanwhile).
+fn first_push(
+    mut contexts: watch::Receiver<Arc<PushContext>>,
+) -> futures::future::Shared<futures::future::BoxFuture<'static, ()>> {
+    use futures::FutureExt;
+    async move {
+        let _ = contexts.wait_for(|context| context.version > 0).await;
+    }
+    .boxed()
+    .shared()
+}
+
+/// Listen backlog for xDS: a reconnect storm of thousands of proxies must
+/// not overflow it (each overflow costs a proxy a SYN retransmit, 1 s+).
+const XDS_LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the plain-text xDS port now, so a clash fails the start.
+fn bind_xds(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(XDS_LISTEN_BACKLOG)
+}
+
 fn follow_first_push(contexts: watch::Receiver<Arc<PushContext>>, ready: Readiness) {
     ready.follow(contexts, |context| {
         if context.version > 0 {
