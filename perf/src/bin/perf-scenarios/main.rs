@@ -9,6 +9,8 @@ mod gathered;
 mod http;
 mod outcome;
 mod processes;
+mod s10_envoys;
+mod s9_agent;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -92,6 +94,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     scenario!("S3", scenarios::s3_full_push(&bins, scale));
     scenario!("S4", scenarios::s4_endpoint_churn(&bins, scale));
     scenario!("S5", scenarios::s5_reconnect_storm(&bins, scale));
+    scenario!("S9", s9_agent::s9_agent(&bins, scale));
+    scenario!("S10", s10_envoys::s10_envoys(&bins, scale));
     for (id, gathered) in [
         ("S6", gathered::s6_translation()),
         ("S7", gathered::s7_citadel()),
@@ -105,7 +109,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             _ => {}
         }
     }
-    outcomes.sort_by_key(|o| o.id);
+    // By number: S2 before S10.
+    outcomes.sort_by_key(|o| {
+        o.id.trim_start_matches('S')
+            .parse::<u32>()
+            .unwrap_or(u32::MAX)
+    });
     print_table(&outcomes);
     let report = json!({
         "bench": "perf-scenarios",

@@ -26,6 +26,18 @@ impl Binaries {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    /// The third-party baseline server (perf/baseline, built into
+    /// target/baseline/release by `make bench`), when it was built.
+    pub fn baseline(&self) -> Option<PathBuf> {
+        let path = self
+            .dir
+            .parent()?
+            .join("baseline")
+            .join("release")
+            .join("xds-baseline");
+        path.exists().then_some(path)
+    }
 }
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
@@ -295,7 +307,9 @@ impl Load {
     }
 }
 
-/// The floor server serving a dump of pilot's responses.
+/// A server replaying a dump of pilot's responses: this machine's floor
+/// (xds-floor) or the third-party baseline (xds-baseline); both take the
+/// same flags.
 pub struct Floor {
     pub xds: SocketAddr,
     pub http: SocketAddr,
@@ -303,10 +317,14 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub async fn start(bins: &Binaries, dump_dir: &Path) -> anyhow::Result<Floor> {
+    pub async fn start_program(
+        bins: &Binaries,
+        program: &Path,
+        dump_dir: &Path,
+    ) -> anyhow::Result<Floor> {
         let xds = local(free_port());
         let http = local(free_port());
-        let mut command = Command::new(bins.path("xds-floor"));
+        let mut command = Command::new(program);
         command
             .arg("--dump-dir")
             .arg(dump_dir)
@@ -317,8 +335,12 @@ impl Floor {
                 &http.to_string(),
             ])
             .env("RUST_LOG", "warn");
-        let process = Running::spawn("xds-floor", command, &bins.work.join("xds-floor.log"))?;
-        wait_for("xds-floor", Duration::from_secs(10), || async move {
+        let name = program
+            .file_name()
+            .map_or("replay".into(), |n| n.to_string_lossy().into_owned());
+        let log = bins.work.join(format!("{name}-{}.log", xds.port()));
+        let process = Running::spawn(&name, command, &log)?;
+        wait_for(&name, Duration::from_secs(10), || async move {
             tokio::net::TcpStream::connect(xds).await.ok()
         })
         .await?;
@@ -327,6 +349,10 @@ impl Floor {
             http,
             _process: process,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self._process.pid()
     }
 
     /// Re-sends every type to every stream with a new version.
@@ -345,4 +371,13 @@ pub fn unix_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default()
+}
+
+/// The Envoy binary (`ENVOY_BIN`, else `.tools/bin/envoy`), absolute when it
+/// can be, so processes with another working directory find it too.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".tools/bin/envoy"));
+    std::fs::canonicalize(&path).unwrap_or(path)
 }

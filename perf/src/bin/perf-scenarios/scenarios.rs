@@ -141,24 +141,34 @@ pub async fn s2_idle_streams(bins: &Binaries, scale: Scale) -> anyhow::Result<Ou
             namespaces: 1,
             delta: false,
         };
-        let load = Load::start(bins, plant.pilot.xds, settings, None).await?;
+        let dump = bins.work.join(format!("s2-dump-{proxies}"));
+        std::fs::create_dir_all(&dump)?;
+        let load = Load::start(bins, plant.pilot.xds, settings, Some(&dump)).await?;
         load.wait_ready(ready_limit(proxies)).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = plant.usage()?;
         let per_proxy = kib_per_proxy(&before, &after, proxies);
-        rows.push(
-            Row::new(
-                format!("pilot RSS per idle proxy, {proxies} proxies (KB)"),
-                format!("{per_proxy:.1}"),
-            )
-            .against("target <= 100 KB", Some(per_proxy / 100.0)),
-        );
-        figures.push(json!({
-            "proxies": proxies, "rss_before_kib": before.rss_kib, "rss_after_kib": after.rss_kib,
-            "kib_per_proxy": per_proxy,
-        }));
         drop(load);
         drop(plant);
+        let baseline = match bins.baseline() {
+            Some(program) => Some(idle_replay(bins, &program, &dump, settings).await?),
+            None => None,
+        };
+        let row = Row::new(
+            format!("pilot RSS per idle proxy, {proxies} proxies (KB)"),
+            format!("{per_proxy:.1}"),
+        );
+        rows.push(match baseline {
+            Some(theirs) => row.against(
+                format!("rust-control-plane {theirs:.1} KB; target <= 100 KB"),
+                Some(per_proxy / theirs),
+            ),
+            None => row.against("target <= 100 KB", Some(per_proxy / 100.0)),
+        });
+        figures.push(json!({
+            "proxies": proxies, "rss_before_kib": before.rss_kib, "rss_after_kib": after.rss_kib,
+            "kib_per_proxy": per_proxy, "baseline_kib_per_proxy": baseline,
+        }));
     }
     Ok(Outcome {
         id: "S2",
@@ -166,6 +176,24 @@ pub async fn s2_idle_streams(bins: &Binaries, scale: Scale) -> anyhow::Result<Ou
         rows,
         json: json!(figures),
     })
+}
+
+/// RSS per idle stream of a replay server (the baseline) holding `settings`'
+/// proxies on the resources in `dump`.
+async fn idle_replay(
+    bins: &Binaries,
+    program: &std::path::Path,
+    dump: &std::path::Path,
+    settings: LoadSettings,
+) -> anyhow::Result<f64> {
+    let server = Floor::start_program(bins, program, dump).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = ProcessUsage::sample(server.pid())?;
+    let load = Load::start(bins, server.xds, settings, None).await?;
+    load.wait_ready(ready_limit(settings.proxies)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = ProcessUsage::sample(server.pid())?;
+    Ok(kib_per_proxy(&before, &after, settings.proxies))
 }
 
 /// S3: a change every proxy must receive, pushed to N proxies of a
@@ -181,7 +209,7 @@ pub async fn s3_full_push(bins: &Binaries, scale: Scale) -> anyhow::Result<Outco
         sidecar_scoping: false,
         gateway_hosts: 0,
     };
-    let counts = scale.pick(vec![1_000, 5_000], vec![1_000, 5_000, 10_000]);
+    let counts = scale.pick(vec![1_000], vec![1_000, 5_000, 10_000]);
     let pushes = scale.pick(3, 5);
     let dump = bins.work.join("s3-dump");
     std::fs::create_dir_all(&dump)?;
@@ -219,7 +247,22 @@ pub async fn s3_full_push(bins: &Binaries, scale: Scale) -> anyhow::Result<Outco
         }
         drop(load);
         drop(plant);
-        let floor = floor_push(bins, &dump, proxies, shape.namespaces, pushes).await?;
+        let floor_program = bins.path("xds-floor");
+        let floor = replay_push(
+            bins,
+            &floor_program,
+            &dump,
+            proxies,
+            shape.namespaces,
+            pushes,
+        )
+        .await?;
+        let baseline = match bins.baseline() {
+            Some(program) => Some(Summary::of(
+                &replay_push(bins, &program, &dump, proxies, shape.namespaces, pushes).await?,
+            )),
+            None => None,
+        };
         let pilot_summary = Summary::of(&times);
         let floor_summary = Summary::of(&floor);
         let ratio = pilot_summary.median.as_secs_f64() / floor_summary.median.as_secs_f64();
@@ -242,12 +285,29 @@ pub async fn s3_full_push(bins: &Binaries, scale: Scale) -> anyhow::Result<Outco
                 Some(ratio),
             ),
         );
+        if let Some(theirs) = &baseline {
+            rows.push(
+                Row::new(
+                    format!("rust-control-plane, same push, {proxies} proxies: median / p99 (ms)"),
+                    format!(
+                        "{:.0} / {:.0}",
+                        ms(theirs.median.as_nanos() as f64),
+                        ms(theirs.p99.as_nanos() as f64)
+                    ),
+                )
+                .against(
+                    "ratio = pilot / rust-control-plane (medians)",
+                    Some(pilot_summary.median.as_secs_f64() / theirs.median.as_secs_f64()),
+                ),
+            );
+        }
         rows.push(Row::new(
             format!("bytes sent per push, {proxies} proxies (MB)"),
             format!("{mb:.1}"),
         ));
         figures.push(json!({
             "proxies": proxies, "pilot": pilot_summary.to_json_ms(), "floor": floor_summary.to_json_ms(),
+            "baseline_rust_control_plane": baseline.map(|b| b.to_json_ms()),
             "bytes_per_push": bytes, "ratio_median": ratio,
         }));
     }
@@ -279,15 +339,17 @@ fn added_service(
         .collect()
 }
 
-/// Times `pushes` full pushes from the floor server to `proxies` clients.
-async fn floor_push(
+/// Times `pushes` full pushes from a replay server (the floor or the
+/// baseline) to `proxies` clients.
+async fn replay_push(
     bins: &Binaries,
+    program: &std::path::Path,
     dump: &std::path::Path,
     proxies: usize,
     namespaces: usize,
     pushes: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let floor = Floor::start(bins, dump).await?;
+    let floor = Floor::start_program(bins, program, dump).await?;
     let settings = LoadSettings {
         proxies,
         namespaces,
