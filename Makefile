@@ -45,9 +45,14 @@ test: tools build
 # written to the bus as galley writes them) and prints one table with S6-S8
 # read back from the JSON above, writing target/bench/scenarios.json.
 # BENCH_FULL=1 gives every benchmark its full sizes and longer windows.
+# The baseline xDS server (perf/baseline: rust-control-plane from crates.io,
+# its own cargo project) needs protoc: the one the workspace's
+# protoc-bin-vendored dependency brings.
+PROTOC ?= $(shell find $${CARGO_HOME:-$$HOME/.cargo}/registry/src -path '*protoc-bin-vendored-linux-x86_64*/bin/protoc' 2>/dev/null | head -1)
 bench: tools
 	$(CARGO) bench --workspace
 	$(CARGO) build --release -p pilot -p perf --bins
+	PROTOC="$(PROTOC)" $(CARGO) build --quiet --release --manifest-path perf/baseline/Cargo.toml --target-dir target/baseline
 	$(CARGO) run --quiet --release -p perf --bin perf-scenarios
 
 lint:
