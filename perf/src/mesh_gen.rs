@@ -93,6 +93,20 @@ impl MeshShape {
         }
     }
 
+    /// One service with two endpoints in one namespace, nothing else: the
+    /// smallest mesh a proxy can be configured with.
+    pub fn single_service() -> MeshShape {
+        MeshShape {
+            services: 1,
+            endpoints_per_service: 2,
+            namespaces: 1,
+            virtual_services: false,
+            destination_rules: false,
+            sidecar_scoping: false,
+            gateway_hosts: 0,
+        }
+    }
+
     /// Why this shape cannot be generated, if it cannot.
     pub fn check(&self) -> Result<(), String> {
         if self.services == 0 || self.namespaces == 0 || self.endpoints_per_service == 0 {

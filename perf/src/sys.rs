@@ -1,4 +1,5 @@
-//! Process-level helpers: file descriptor limits and wall-clock timestamps.
+//! Process-level helpers: file descriptor limits, logging and wall-clock
+//! timestamps.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,15 @@ pub fn raise_nofile_limit() -> anyhow::Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(hard)
+}
+
+/// Logs to standard error with a `tracing` filter (the tools' `--log`),
+/// keeping standard output for what the runner reads.
+pub fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Nanoseconds since the Unix epoch: the clock the runner reads too, so

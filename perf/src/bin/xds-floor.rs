@@ -48,10 +48,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    perf::sys::init_logging(&args.log);
     raise_nofile_limit()?;
     let resources = FloorResources::load(&args.dump_dir)?;
     let state = FloorState::new(resources);

@@ -101,10 +101,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    perf::sys::init_logging(&args.log);
     let nofile = raise_nofile_limit()?;
     // One socket per proxy, plus the API and the runtime's own.
     if args.proxies as u64 + 64 > nofile {

@@ -85,6 +85,8 @@ pub fn print_table(outcomes: &[Outcome]) {
     }
 }
 
-pub fn ms(nanos: f64) -> f64 {
-    nanos / 1e6
+/// `median / p99` in whole milliseconds, as the table shows timings.
+pub fn median_p99_ms(summary: &perf::report::Summary) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    format!("{:.0} / {:.0}", ms(summary.median), ms(summary.p99))
 }

@@ -366,12 +366,7 @@ impl Floor {
 }
 
 /// Unix time in nanoseconds, the load tool's clock.
-pub fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default()
-}
+pub use perf::sys::unix_nanos as unix_ns;
 
 /// The Envoy binary (`ENVOY_BIN`, else `.tools/bin/envoy`), absolute when it
 /// can be, so processes with another working directory find it too.

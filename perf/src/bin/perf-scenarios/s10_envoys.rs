@@ -17,7 +17,7 @@ use perf::mesh_gen::{ConfigBus, MeshShape};
 use perf::report::Summary;
 use serde_json::{Value, json};
 
-use crate::outcome::{Outcome, Row, ms};
+use crate::outcome::{Outcome, Row, median_p99_ms};
 use crate::processes::{Binaries, Nats, Pilot, Running, envoy_bin, free_port, unix_ns, wait_for};
 use crate::scenarios::Scale;
 
@@ -91,22 +91,14 @@ pub async fn s10_envoys(bins: &Binaries, scale: Scale) -> anyhow::Result<Outcome
         rows: vec![
             Row::new(
                 format!("edit -> last of {ENVOYS} Envoys applied it: median / p99 (ms)"),
-                format!(
-                    "{:.0} / {:.0}",
-                    ms(summary.median.as_nanos() as f64),
-                    ms(summary.p99.as_nanos() as f64)
-                ),
+                median_p99_ms(&summary),
             ),
             Row::new(
                 format!(
                     "same, seen on the admin stats (polled every {} ms): median / p99 (ms)",
                     POLL.as_millis()
                 ),
-                format!(
-                    "{:.0} / {:.0}",
-                    ms(polled_summary.median.as_nanos() as f64),
-                    ms(polled_summary.p99.as_nanos() as f64)
-                ),
+                median_p99_ms(&polled_summary),
             ),
         ],
         json: json!({

@@ -25,7 +25,7 @@ use trireme_proto::envoy::pb::envoy::extensions::transport_sockets::tls::v3::{Se
 use trireme_proto::envoy::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use trireme_proto::envoy::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 
-use crate::outcome::{Outcome, Row, ms};
+use crate::outcome::{Outcome, Row, median_p99_ms};
 use crate::processes::{Binaries, Nats, Pilot, Running, envoy_bin, free_port, wait_for};
 use crate::scenarios::Scale;
 
@@ -63,15 +63,7 @@ pub async fn s9_agent(bins: &Binaries, scale: Scale) -> anyhow::Result<Outcome> 
     let runs = if scale.full { 20 } else { 5 };
     // The workload's service, so pilot has something to configure its
     // Envoy with.
-    let shape = MeshShape {
-        services: 1,
-        endpoints_per_service: 2,
-        namespaces: 1,
-        virtual_services: false,
-        destination_rules: false,
-        sidecar_scoping: false,
-        gateway_hosts: 0,
-    };
+    let shape = MeshShape::single_service();
     let nats = Nats::start(bins).await?;
     let bus = Bus::connect(nats.url.clone(), "perf-scenarios").await?;
     shape.publish(&bus).await.context("publishing the mesh")?;
@@ -115,11 +107,7 @@ pub async fn s9_agent(bins: &Binaries, scale: Scale) -> anyhow::Result<Outcome> 
         rows: vec![
             Row::new(
                 "start -> first SDS certificate: median / p99 (ms)",
-                format!(
-                    "{:.0} / {:.0}",
-                    ms(summary.median.as_nanos() as f64),
-                    ms(summary.p99.as_nanos() as f64)
-                ),
+                median_p99_ms(&summary),
             ),
             Row::new(
                 "agent VmRSS / VmHWM at the first secret, median (MB)",

@@ -10,7 +10,7 @@ use perf::mesh_gen::{ConfigBus, MeshShape};
 use perf::report::{ProcessUsage, Summary};
 use serde_json::{Value, json};
 
-use crate::outcome::{Outcome, Row, ms};
+use crate::outcome::{Outcome, Row, median_p99_ms};
 use crate::processes::{Binaries, Floor, Load, LoadSettings, Nats, Pilot, unix_ns};
 
 /// How long and how large: `make bench` (quick) or `BENCH_FULL=1`.
@@ -120,15 +120,7 @@ pub async fn s1_reference_mesh(bins: &Binaries, scale: Scale) -> anyhow::Result<
 
 /// S2: idle streams: pilot's memory per connected proxy.
 pub async fn s2_idle_streams(bins: &Binaries, scale: Scale) -> anyhow::Result<Outcome> {
-    let shape = MeshShape {
-        services: 1,
-        endpoints_per_service: 2,
-        namespaces: 1,
-        virtual_services: false,
-        destination_rules: false,
-        sidecar_scoping: false,
-        gateway_hosts: 0,
-    };
+    let shape = MeshShape::single_service();
     let counts = scale.pick(vec![1_000, 10_000], vec![1_000, 10_000, 30_000]);
     let mut rows = Vec::new();
     let mut figures = Vec::new();
@@ -270,18 +262,10 @@ pub async fn s3_full_push(bins: &Binaries, scale: Scale) -> anyhow::Result<Outco
         rows.push(
             Row::new(
                 format!("full push to last ACK, {proxies} proxies: median / p99 (ms)"),
-                format!(
-                    "{:.0} / {:.0}",
-                    ms(pilot_summary.median.as_nanos() as f64),
-                    ms(pilot_summary.p99.as_nanos() as f64)
-                ),
+                median_p99_ms(&pilot_summary),
             )
             .against(
-                format!(
-                    "floor {:.0} / {:.0} ms",
-                    ms(floor_summary.median.as_nanos() as f64),
-                    ms(floor_summary.p99.as_nanos() as f64)
-                ),
+                format!("floor {} ms", median_p99_ms(&floor_summary)),
                 Some(ratio),
             ),
         );
@@ -289,11 +273,7 @@ pub async fn s3_full_push(bins: &Binaries, scale: Scale) -> anyhow::Result<Outco
             rows.push(
                 Row::new(
                     format!("rust-control-plane, same push, {proxies} proxies: median / p99 (ms)"),
-                    format!(
-                        "{:.0} / {:.0}",
-                        ms(theirs.median.as_nanos() as f64),
-                        ms(theirs.p99.as_nanos() as f64)
-                    ),
+                    median_p99_ms(theirs),
                 )
                 .against(
                     "ratio = pilot / rust-control-plane (medians)",
@@ -409,11 +389,7 @@ pub async fn s4_endpoint_churn(bins: &Binaries, scale: Scale) -> anyhow::Result<
         rows.push(
             Row::new(
                 format!("{mode}: event -> last ACK median / p99 (ms)"),
-                format!(
-                    "{:.0} / {:.0}",
-                    ms(summary.median.as_nanos() as f64),
-                    ms(summary.p99.as_nanos() as f64)
-                ),
+                median_p99_ms(&summary),
             )
             .against(
                 "target p99 < 250 ms",
