@@ -140,14 +140,14 @@ impl Injector {
     }
 
     /// Everything computed before rendering.
-    fn plan(
+    fn plan<'a>(
         &self,
-        pod: &Value,
+        pod: &'a Value,
         meta: &PodMeta,
         namespace: &str,
         target: &Target,
         overrides: &Overrides,
-    ) -> Result<Plan, InjectError> {
+    ) -> Result<Plan<'a>, InjectError> {
         let values = &self.config.values;
         let proxy = &values.global.proxy;
         let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
@@ -206,7 +206,7 @@ impl Injector {
             annotation.clone().unwrap_or_else(|| default.clone())
         };
         let template_values = TemplateValues {
-            pod: pod.clone(),
+            pod,
             workload: WorkloadValues {
                 name: workload_name,
                 namespace: namespace.to_string(),
@@ -321,7 +321,7 @@ impl Injector {
 
     /// The pod with the rendered `fragment` merged in and Istio's
     /// post-template changes made.
-    fn apply(&self, pod: &Value, plan: &Plan, fragment: &Value) -> Value {
+    fn apply(&self, pod: &Value, plan: &Plan<'_>, fragment: &Value) -> Value {
         let mut injected = pod.clone();
         if !injected.is_object() {
             injected = Value::Object(Map::new());
@@ -386,8 +386,8 @@ impl Injector {
 }
 
 /// What [`Injector::plan`] worked out.
-struct Plan {
-    values: TemplateValues,
+struct Plan<'a> {
+    values: TemplateValues<'a>,
     probers: probes::AppProbers,
     labels: BTreeMap<String, String>,
     status_port: u16,
@@ -560,13 +560,16 @@ fn pod_ports(app_containers: &[&Value]) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn sample_values() -> TemplateValues {
+    pub(crate) fn sample_values() -> TemplateValues<'static> {
         let injector = Injector::new(InjectorConfig::default(), SidecarTemplate::built_in());
-        let pod = json!({"metadata": {"name": "web-1"}, "spec": {"containers": [{"name": "web"}]}});
-        let meta = PodMeta::read(&pod).unwrap();
+        // Leaked: the values borrow the pod, and tests keep them.
+        let pod: &'static Value = Box::leak(Box::new(
+            json!({"metadata": {"name": "web-1"}, "spec": {"containers": [{"name": "web"}]}}),
+        ));
+        let meta = PodMeta::read(pod).unwrap();
         injector
             .plan(
-                &pod,
+                pod,
                 &meta,
                 "shop",
                 &Target::default(),

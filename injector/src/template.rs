@@ -17,9 +17,10 @@ const NAME: &str = "sidecar";
 
 /// What a template receives.
 #[derive(Debug, Clone, Serialize)]
-pub struct TemplateValues {
-    /// The pod as it came in (`metadata`, `spec`).
-    pub pod: Value,
+pub struct TemplateValues<'a> {
+    /// The pod as it came in (`metadata`, `spec`); borrowed, as a pod may
+    /// be large and the template seldom reads it.
+    pub pod: &'a Value,
     pub workload: WorkloadValues,
     /// This injector's revision (`istio.io/rev`).
     pub revision: String,
@@ -158,7 +159,7 @@ impl SidecarTemplate {
     }
 
     /// Renders the template for `values` and reads the result as YAML.
-    pub fn render(&self, values: &TemplateValues) -> Result<Value, TemplateError> {
+    pub fn render(&self, values: &TemplateValues<'_>) -> Result<Value, TemplateError> {
         let template = self
             .environment
             .get_template(NAME)
