@@ -27,10 +27,12 @@ use trireme_proto::envoy::pb::envoy::config::core::v3::{
 };
 
 use super::endpoints::{select, service_endpoints, service_load_assignment};
-use super::names::{BLACKHOLE_CLUSTER, Direction, PASSTHROUGH_CLUSTER, cluster_name};
+use super::names::{
+    BLACKHOLE_CLUSTER, Direction, PASSTHROUGH_CLUSTER, cluster_name, join_with_port,
+};
 use super::traffic_policy::{
-    AutoMtls, DEFAULT_CONNECT_TIMEOUT, EffectivePolicy, PolicyTarget, UpstreamCluster,
-    apply_traffic_policy, effective_policy, std_to_proto,
+    AutoMtls, AutoMtlsCache, DEFAULT_CONNECT_TIMEOUT, EffectivePolicy, PolicyTarget,
+    UpstreamCluster, apply_traffic_policy, effective_policy, std_to_proto,
 };
 use crate::model::mtls::{auto_mtls, service_mtls_mode};
 use crate::model::service::Resolution;
@@ -55,10 +57,18 @@ pub fn scoped_outbound_clusters(
     proxy: &Proxy,
     scope: &ProxyScope,
 ) -> Vec<Cluster> {
-    let mut clusters: Vec<Cluster> = scope
+    let destinations: Vec<Destination<'_>> = scope
         .services(snapshot)
-        .flat_map(|service| service_clusters(snapshot, proxy, service))
+        .map(|service| Destination::new(snapshot, proxy, service))
         .collect();
+    // Sized up front: a Cluster is over 3 KB, so growing the vector as it
+    // fills would copy every cluster built so far several times over.
+    let count: usize = destinations.iter().map(Destination::cluster_count).sum();
+    let mut clusters = Vec::with_capacity(count + 2);
+    let mut auto_mtls = AutoMtlsCache::new();
+    for destination in &destinations {
+        destination.push_clusters(&mut clusters, &mut auto_mtls);
+    }
     clusters.push(blackhole_cluster());
     clusters.push(passthrough_cluster());
     clusters
@@ -70,46 +80,68 @@ struct Destination<'a> {
     proxy: &'a Proxy,
     service: &'a Service,
     rule: Option<&'a DestinationRule>,
-    service_accounts: &'a [String],
-    auto_mtls: &'a AutoMtls<'a>,
+    /// By number, each number once.
+    ports: Vec<DestinationPort<'a>>,
+    /// By name, each name once.
+    subsets: Vec<&'a Subset>,
+    service_accounts: Vec<String>,
 }
 
-/// The clusters of one service: per port, the default one and one per subset.
-fn service_clusters(snapshot: &MeshSnapshot, proxy: &Proxy, service: &Service) -> Vec<Cluster> {
-    let rule = snapshot
-        .destination_rule(&service.hostname, &proxy.namespace)
-        .map(|r| &r.spec);
-    let may_use_mtls = rule.is_some_and(sets_tls)
-        || service
-            .ports
-            .iter()
-            .any(|p| auto_mtls(service_mtls_mode(snapshot, service, p.number)));
-    let service_accounts = if may_use_mtls {
-        service_accounts(snapshot, service)
-    } else {
-        Vec::new()
-    };
-    let auto_mtls = AutoMtls::new(&service_accounts);
-    let destination = Destination {
-        snapshot,
-        proxy,
-        service,
-        rule,
-        service_accounts: &service_accounts,
-        auto_mtls: &auto_mtls,
-    };
-    let subsets = sorted_subsets(rule);
-    let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
-    ports.sort_by_key(|p| p.number);
-    ports.dedup_by_key(|p| p.number);
-    let mut clusters = Vec::with_capacity(ports.len() * (1 + subsets.len()));
-    for port in ports {
-        clusters.push(outbound_cluster(&destination, port, None));
-        for subset in &subsets {
-            clusters.push(outbound_cluster(&destination, port, Some(subset)));
+/// A port of the service, with what its clusters share.
+struct DestinationPort<'a> {
+    port: &'a ServicePort,
+    /// Whether auto mTLS applies where the policy sets no TLS.
+    auto_mtls: bool,
+}
+
+impl<'a> Destination<'a> {
+    fn new(snapshot: &'a MeshSnapshot, proxy: &'a Proxy, service: &'a Service) -> Self {
+        let rule = snapshot
+            .destination_rule(&service.hostname, &proxy.namespace)
+            .map(|r| &r.spec);
+        let mut ports: Vec<&ServicePort> = service.ports.iter().collect();
+        ports.sort_by_key(|p| p.number);
+        ports.dedup_by_key(|p| p.number);
+        let ports: Vec<DestinationPort<'_>> = ports
+            .into_iter()
+            .map(|port| DestinationPort {
+                port,
+                auto_mtls: auto_mtls(service_mtls_mode(snapshot, service, port.number)),
+            })
+            .collect();
+        let may_use_mtls = rule.is_some_and(sets_tls) || ports.iter().any(|p| p.auto_mtls);
+        let service_accounts = if may_use_mtls {
+            service_accounts(snapshot, service)
+        } else {
+            Vec::new()
+        };
+        Destination {
+            snapshot,
+            proxy,
+            service,
+            rule,
+            ports,
+            subsets: sorted_subsets(rule),
+            service_accounts,
         }
     }
-    clusters
+
+    /// Per port, the default cluster and one per subset.
+    fn cluster_count(&self) -> usize {
+        self.ports.len() * (1 + self.subsets.len())
+    }
+
+    /// Appends the service's clusters: per port, the default one, then one
+    /// per subset.
+    fn push_clusters(&self, clusters: &mut Vec<Cluster>, auto_mtls: &mut AutoMtlsCache) {
+        let auto_mtls = auto_mtls.destination(&self.service_accounts);
+        for port in &self.ports {
+            push_outbound_cluster(clusters, self, &auto_mtls, port, None);
+            for subset in &self.subsets {
+                push_outbound_cluster(clusters, self, &auto_mtls, port, Some(subset));
+            }
+        }
+    }
 }
 
 /// Whether any policy of the rule configures TLS (which, with auto mTLS,
@@ -134,46 +166,50 @@ fn sorted_subsets(rule: Option<&DestinationRule>) -> Vec<&Subset> {
     subsets
 }
 
-/// One outbound cluster: discovery, upstream protocol, traffic policy, then
-/// EDS config (the policy may have turned it into ORIGINAL_DST).
-fn outbound_cluster(
+/// Appends one outbound cluster, built in place (see [`UpstreamCluster`]):
+/// discovery, upstream protocol, traffic policy, then EDS config (the policy
+/// may have turned it into ORIGINAL_DST).
+fn push_outbound_cluster(
+    clusters: &mut Vec<Cluster>,
     destination: &Destination<'_>,
-    port: &ServicePort,
+    auto_mtls: &AutoMtls<'_>,
+    destination_port: &DestinationPort<'_>,
     subset: Option<&Subset>,
-) -> Cluster {
+) {
     let service = destination.service;
+    let port = destination_port.port;
     let subset_name = subset.map_or("", |s| s.name.as_str());
-    let name = cluster_name(
+    clusters.push(Cluster::default());
+    let slot = clusters.last_mut().expect("pushed above");
+    slot.name = cluster_name(
         Direction::Outbound,
         port.number,
         subset_name,
         &service.hostname,
     );
-    let mut cluster = UpstreamCluster::new(Cluster {
-        name,
-        connect_timeout: Some(std_to_proto(DEFAULT_CONNECT_TIMEOUT)),
-        ..Default::default()
-    });
+    slot.connect_timeout = Some(std_to_proto(DEFAULT_CONNECT_TIMEOUT));
+    let mut cluster = UpstreamCluster::new(slot);
     set_discovery(&mut cluster, destination, port, subset);
     set_upstream_protocol(&mut cluster, port.protocol, destination.proxy.proxy_type);
     let policy = effective_policy(destination.rule, port.number, subset_name);
-    let sni = istio_mtls_sni(port.number, subset_name, &service.hostname);
+    let applies_auto_mtls = policy.tls.is_none() && destination_port.auto_mtls;
+    // Only TLS reads the SNI; most clusters of a mesh without TLS settings
+    // need none.
+    let sni = if policy.tls.is_some() || applies_auto_mtls {
+        istio_mtls_sni(port.number, subset_name, &service.hostname)
+    } else {
+        String::new()
+    };
     let target = PolicyTarget {
         istio_mtls_sni: &sni,
-        service_accounts: destination.service_accounts,
+        service_accounts: &destination.service_accounts,
     };
     apply_traffic_policy(&mut cluster, &policy, &target);
-    if policy.tls.is_none()
-        && auto_mtls(service_mtls_mode(
-            destination.snapshot,
-            service,
-            port.number,
-        ))
-    {
-        destination.auto_mtls.apply(&mut cluster, &sni);
+    if applies_auto_mtls {
+        auto_mtls.apply(&mut cluster, &sni);
     }
     apply_eds_config(&mut cluster);
-    cluster.finish()
+    cluster.finish();
 }
 
 /// Discovery type from the service's resolution; DNS clusters carry their
@@ -264,7 +300,7 @@ fn apply_eds_config(cluster: &mut UpstreamCluster) {
 
 /// Istio's SNI for mesh mTLS: `outbound_.<port>_.<subset>_.<host>`.
 pub fn istio_mtls_sni(port: u32, subset: &str, host: &str) -> String {
-    format!("outbound_.{port}_.{subset}_.{host}")
+    join_with_port("outbound_", ".", port, &["_.", subset, "_.", host])
 }
 
 /// Identities a service's endpoints may present: the ServiceEntry's
@@ -310,23 +346,26 @@ fn declared_resolution(snapshot: &MeshSnapshot, service: &Service) -> Option<Dec
 
 /// Where traffic with no route goes: a STATIC cluster with no endpoints.
 pub fn blackhole_cluster() -> Cluster {
-    let mut cluster = UpstreamCluster::new(Cluster {
+    let mut blackhole = Cluster {
         name: BLACKHOLE_CLUSTER.to_string(),
         connect_timeout: Some(std_to_proto(DEFAULT_CONNECT_TIMEOUT)),
         lb_policy: LbPolicy::RoundRobin as i32,
         ..Default::default()
-    });
+    };
+    let mut cluster = UpstreamCluster::new(&mut blackhole);
     cluster.set_discovery_type(DiscoveryType::Static);
-    cluster.finish()
+    cluster.finish();
+    blackhole
 }
 
 /// Traffic to unknown destinations, sent on to the address the client
 /// dialled, in the client's HTTP version, with default circuit breakers.
 pub fn passthrough_cluster() -> Cluster {
-    let mut cluster = UpstreamCluster::new(Cluster {
+    let mut passthrough = Cluster {
         name: PASSTHROUGH_CLUSTER.to_string(),
         ..Default::default()
-    });
+    };
+    let mut cluster = UpstreamCluster::new(&mut passthrough);
     cluster.set_discovery_type(DiscoveryType::OriginalDst);
     let target = PolicyTarget {
         istio_mtls_sni: "",
@@ -335,7 +374,8 @@ pub fn passthrough_cluster() -> Cluster {
     apply_traffic_policy(&mut cluster, &EffectivePolicy::default(), &target);
     cluster.set_use_downstream_protocol();
     cluster.common_http_options().idle_timeout = Some(std_to_proto(PASSTHROUGH_IDLE_TIMEOUT));
-    cluster.finish()
+    cluster.finish();
+    passthrough
 }
 
 #[cfg(test)]

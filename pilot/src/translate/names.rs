@@ -19,7 +19,39 @@ impl Direction {
 
 /// `outbound|<port>|<subset>|<host>` (subset empty when none).
 pub fn cluster_name(direction: Direction, port: u32, subset: &str, host: &str) -> String {
-    format!("{}|{port}|{subset}|{host}", direction.as_str())
+    join_with_port(direction.as_str(), "|", port, &["|", subset, "|", host])
+}
+
+/// `<head><separator><port>` then `tail`, in a string allocated once at its
+/// final size. Cluster names and SNIs are built for every cluster of every
+/// push; `format!` cannot know the final size and regrows its string.
+pub(crate) fn join_with_port(head: &str, separator: &str, port: u32, tail: &[&str]) -> String {
+    const MAX_DIGITS: usize = 10;
+    let tail_len: usize = tail.iter().map(|part| part.len()).sum();
+    let mut out = String::with_capacity(head.len() + separator.len() + MAX_DIGITS + tail_len);
+    out.push_str(head);
+    out.push_str(separator);
+    push_decimal(&mut out, port);
+    for part in tail {
+        out.push_str(part);
+    }
+    out
+}
+
+/// Appends `n` in decimal, as `Display` writes it.
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
 }
 
 /// The parts of a cluster name.
@@ -140,6 +172,16 @@ mod tests {
         assert_eq!(key.subset, "v1");
         assert_eq!(key.host, "reviews.default.svc.cluster.local");
         assert_eq!(parse_cluster_name("BlackHoleCluster"), None);
+    }
+
+    #[test]
+    fn ports_are_written_as_display_writes_them() {
+        for port in [0, 7, 10, 80, 9080, 65535, u32::MAX] {
+            assert_eq!(
+                join_with_port("a", "|", port, &["|b"]),
+                format!("a|{port}|b")
+            );
+        }
     }
 
     #[test]

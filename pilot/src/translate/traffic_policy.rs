@@ -56,8 +56,8 @@ use trireme_proto::envoy::pb::google::protobuf::{
 use crate::model::MeshSnapshot;
 
 pub use tls::{
-    AutoMtls, EncodedIstioMutual, ROOT_CERTIFICATE, TRANSPORT_SOCKET_MATCH_METADATA, TlsTarget,
-    WORKLOAD_CERTIFICATE, sds_from_agent, upstream_tls_context,
+    AutoMtls, AutoMtlsCache, EncodedIstioMutual, ROOT_CERTIFICATE, TRANSPORT_SOCKET_MATCH_METADATA,
+    TlsTarget, WORKLOAD_CERTIFICATE, sds_from_agent, upstream_tls_context,
 };
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.
@@ -180,14 +180,16 @@ pub struct PolicyTarget<'a> {
 
 /// A cluster being built, with the upstream HTTP options that
 /// [`UpstreamCluster::finish`] packs into `typed_extension_protocol_options`.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamCluster {
-    pub cluster: Cluster,
+/// It borrows the cluster so that it can be built where it will stay (a
+/// `Cluster` is over 3 KB, and CDS builds thousands of them).
+#[derive(Debug)]
+pub struct UpstreamCluster<'c> {
+    pub cluster: &'c mut Cluster,
     pub http_options: Option<HttpProtocolOptions>,
 }
 
-impl UpstreamCluster {
-    pub fn new(cluster: Cluster) -> Self {
+impl<'c> UpstreamCluster<'c> {
+    pub fn new(cluster: &'c mut Cluster) -> Self {
         Self {
             cluster,
             http_options: None,
@@ -268,9 +270,9 @@ impl UpstreamCluster {
         )
     }
 
-    /// The finished cluster. Envoy requires `upstream_protocol_options`, so
+    /// Finishes the cluster. Envoy requires `upstream_protocol_options`, so
     /// options that set none get explicit HTTP/1.1, as Istio does.
-    pub fn finish(mut self) -> Cluster {
+    pub fn finish(mut self) {
         if let Some(mut options) = self.http_options.take() {
             if options.upstream_protocol_options.is_none() {
                 options.upstream_protocol_options = Some(
@@ -285,7 +287,6 @@ impl UpstreamCluster {
                 .typed_extension_protocol_options
                 .insert(HTTP_PROTOCOL_OPTIONS.to_string(), to_any(&options));
         }
-        self.cluster
     }
 }
 
@@ -309,8 +310,8 @@ pub fn apply_traffic_policy(
     let http = policy.connection_pool.and_then(|p| p.http.as_ref());
     apply_upstream_protocol(cluster, http);
     apply_connection_pool(cluster, policy.connection_pool);
-    apply_retry_budget(&mut cluster.cluster, policy.retry_budget);
-    apply_outlier_detection(&mut cluster.cluster, policy.outlier_detection);
+    apply_retry_budget(cluster.cluster, policy.retry_budget);
+    apply_outlier_detection(cluster.cluster, policy.outlier_detection);
     apply_load_balancer(cluster, policy.load_balancer);
     apply_tls(cluster, policy.tls, target);
     if cluster.discovery_type() == Some(DiscoveryType::OriginalDst) {
@@ -344,10 +345,7 @@ fn apply_connection_pool(cluster: &mut UpstreamCluster, pool: Option<&Connection
         .and_then(|t| t.connect_timeout.as_ref())
         .and_then(proto_duration)
         .or_else(|| Some(std_to_proto(DEFAULT_CONNECT_TIMEOUT)));
-    apply_tcp_keepalive(
-        &mut cluster.cluster,
-        tcp.and_then(|t| t.tcp_keepalive.as_ref()),
-    );
+    apply_tcp_keepalive(cluster.cluster, tcp.and_then(|t| t.tcp_keepalive.as_ref()));
     apply_http_connection_limits(cluster, tcp, http);
 }
 
@@ -494,13 +492,13 @@ fn common_lb_config(cluster: &mut Cluster) -> &mut CommonLbConfig {
 /// clusters balance nothing; `PASSTHROUGH` turns the cluster into one.
 fn apply_load_balancer(cluster: &mut UpstreamCluster, lb: Option<&LoadBalancerSettings>) {
     apply_locality_lb(
-        &mut cluster.cluster,
+        cluster.cluster,
         lb.and_then(|l| l.locality_lb_setting.as_ref()),
     );
     if cluster.discovery_type() == Some(DiscoveryType::OriginalDst) {
         return;
     }
-    let c = &mut cluster.cluster;
+    let c = &mut *cluster.cluster;
     match lb.and_then(|l| l.simple).unwrap_or_default() {
         SimpleLb::Random => c.lb_policy = LbPolicy::Random as i32,
         SimpleLb::RoundRobin => {

@@ -13,8 +13,10 @@
 //!   endpoints labelled `tlsMode: istio`, plaintext to the others.
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 
 use mesh_config::networking::destination_rule::{ClientTlsSettings, TlsMode};
+use prost::encoding::WireType;
 use prost::{Message, Name};
 use trireme_proto::envoy::pb::envoy::config::cluster::v3::cluster::{
     DiscoveryType, TransportSocketMatch,
@@ -127,11 +129,13 @@ impl EncodedIstioMutual {
     /// `UpstreamTlsContext { common_tls_context, sni }` as an `Any`, encoded
     /// exactly as prost encodes the message (fields in number order).
     pub fn with_sni(&self, sni: &str) -> Any {
-        let sni = sni.to_string();
         let mut value = Vec::with_capacity(self.common_tls_context.len() + sni.len() + 8);
         prost::encoding::bytes::encode(1, &self.common_tls_context, &mut value);
         if !sni.is_empty() {
-            prost::encoding::string::encode(2, &sni, &mut value);
+            // prost's string field encoding, without copying `sni` into a String first.
+            prost::encoding::encode_key(2, WireType::LengthDelimited, &mut value);
+            prost::encoding::encode_varint(sni.len() as u64, &mut value);
+            value.extend_from_slice(sni.as_bytes());
         }
         Any {
             type_url: UpstreamTlsContext::type_url(),
@@ -328,23 +332,46 @@ pub fn sds_from_pilot(name: &str) -> SdsSecretConfig {
 /// no TLS: endpoints labelled `tlsMode: istio` (in their
 /// `envoy.transport_socket_match` metadata) are reached with ISTIO_MUTUAL,
 /// every other endpoint in plaintext, so workloads without a sidecar keep
-/// working. The TLS context is encoded once per HTTP version.
+/// working. Get one from [`AutoMtlsCache::destination`].
 #[derive(Debug)]
 pub struct AutoMtls<'a> {
     service_accounts: &'a [String],
     /// By whether the cluster speaks HTTP/2 (which adds ALPN `h2`).
-    encoded: [OnceCell<EncodedIstioMutual>; 2],
+    encoded: &'a [OnceCell<EncodedIstioMutual>; 2],
 }
 
-impl<'a> AutoMtls<'a> {
-    /// `service_accounts`: the identities the destination's workloads present.
-    pub fn new(service_accounts: &'a [String]) -> AutoMtls<'a> {
-        AutoMtls {
-            service_accounts,
-            encoded: Default::default(),
-        }
+/// The ISTIO_MUTUAL contexts auto mTLS puts on the clusters of many
+/// destinations (one CDS generation), encoded once per set of identities and
+/// HTTP version: most destinations share theirs (often none), and encoding
+/// one costs more than the rest of a cluster.
+#[derive(Debug, Default)]
+pub struct AutoMtlsCache {
+    by_identities: HashMap<Vec<String>, [OnceCell<EncodedIstioMutual>; 2]>,
+}
+
+impl AutoMtlsCache {
+    pub fn new() -> AutoMtlsCache {
+        AutoMtlsCache::default()
     }
 
+    /// Auto mTLS to a destination whose workloads present `service_accounts`.
+    pub fn destination(&mut self, service_accounts: &[String]) -> AutoMtls<'_> {
+        if !self.by_identities.contains_key(service_accounts) {
+            self.by_identities
+                .insert(service_accounts.to_vec(), Default::default());
+        }
+        let (service_accounts, encoded) = self
+            .by_identities
+            .get_key_value(service_accounts)
+            .expect("inserted above");
+        AutoMtls {
+            service_accounts,
+            encoded,
+        }
+    }
+}
+
+impl AutoMtls<'_> {
     /// Sets the cluster's transport socket matches. ORIGINAL_DST clusters
     /// have no endpoint metadata to choose by and stay plaintext.
     pub fn apply(&self, cluster: &mut UpstreamCluster, sni: &str) {
@@ -388,6 +415,7 @@ impl<'a> AutoMtls<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trireme_proto::envoy::pb::envoy::config::cluster::v3::Cluster;
 
     const TARGET: TlsTarget<'static> = TlsTarget {
         istio_mtls_sni: "outbound_.80_._.a.example.com",
@@ -456,6 +484,27 @@ mod tests {
             let encoded = EncodedIstioMutual::new(&accounts, http2).with_sni(target.istio_mtls_sni);
             assert_eq!(encoded.type_url, UpstreamTlsContext::type_url());
             assert_eq!(encoded.value, built.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn the_auto_mtls_cache_keeps_each_set_of_identities_apart() {
+        let a = vec!["spiffe://cluster.local/ns/a/sa/a".to_string()];
+        let b = vec!["spiffe://cluster.local/ns/b/sa/b".to_string()];
+        let mut cache = AutoMtlsCache::new();
+        for accounts in [&a, &b, &a] {
+            let mut cluster = Cluster::default();
+            cache
+                .destination(accounts)
+                .apply(&mut UpstreamCluster::new(&mut cluster), "sni");
+            let socket = cluster.transport_socket_matches[0].transport_socket.clone();
+            let Some(ConfigType::TypedConfig(context)) = socket.unwrap().config_type else {
+                panic!("expected a typed TLS context");
+            };
+            assert_eq!(
+                context,
+                EncodedIstioMutual::new(accounts, false).with_sni("sni")
+            );
         }
     }
 

@@ -96,16 +96,18 @@ fn original_destination(
     pool: Option<&ConnectionPoolSettings>,
     protocol: Protocol,
 ) -> Cluster {
-    let mut cluster = UpstreamCluster::new(Cluster {
+    let mut cluster = Cluster {
         name,
         upstream_bind_config: Some(BindConfig {
             source_address: Some(inbound_source(ipv6)),
             ..Default::default()
         }),
         ..Default::default()
-    });
-    cluster.set_discovery_type(DiscoveryType::OriginalDst);
-    finish(cluster, pool, protocol)
+    };
+    let mut upstream = UpstreamCluster::new(&mut cluster);
+    upstream.set_discovery_type(DiscoveryType::OriginalDst);
+    finish(upstream, pool, protocol);
+    cluster
 }
 
 /// 127.0.0.6 (`::6` for IPv6 pods): the source the capture rules exempt.
@@ -124,7 +126,7 @@ fn static_cluster(
     pool: Option<&ConnectionPoolSettings>,
     protocol: Protocol,
 ) -> Cluster {
-    let mut cluster = UpstreamCluster::new(Cluster {
+    let mut cluster = Cluster {
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.clone(),
             endpoints: vec![LocalityLbEndpoints {
@@ -141,19 +143,21 @@ fn static_cluster(
         }),
         name,
         ..Default::default()
-    });
-    cluster.set_discovery_type(DiscoveryType::Static);
-    finish(cluster, pool, protocol)
+    };
+    let mut upstream = UpstreamCluster::new(&mut cluster);
+    upstream.set_discovery_type(DiscoveryType::Static);
+    finish(upstream, pool, protocol);
+    cluster
 }
 
 /// Upstream protocol from the port, then the Sidecar's inbound connection
 /// pool (circuit breakers lifted to the maximum unless it sets them, as Istio
 /// does; Envoy's defaults would cap a busy workload at 1024 requests).
 fn finish(
-    mut cluster: UpstreamCluster,
+    mut cluster: UpstreamCluster<'_>,
     pool: Option<&ConnectionPoolSettings>,
     protocol: Protocol,
-) -> Cluster {
+) {
     // HTTP/1.1 is Envoy's default; other ports are proxied as bytes.
     if matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
         cluster.set_http2();
@@ -167,5 +171,5 @@ fn finish(
         service_accounts: &[],
     };
     apply_traffic_policy(&mut cluster, &policy, &target);
-    cluster.finish()
+    cluster.finish();
 }
