@@ -84,9 +84,10 @@ async fn config_dump(State(state): State<DebugState>, Query(query): Query<ProxyQ
             Subscription::Names(names)
         };
         let rendered: Vec<Value> = generate(&context, &sync.identity, resource_type, &subscription)
+            .resources()
             .iter()
             .map(|r| {
-                trireme_proto::json::to_json(&r.body.type_url, &r.body.value)
+                trireme_proto::json::to_json(resource_type.type_url(), r.message())
                     .unwrap_or_else(|e| json!({ "error": e.to_string() }))
             })
             .collect();

@@ -28,7 +28,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
-use trireme_proto::envoy::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use workload_identity::args::spiffe_id;
 use workload_identity::{CaClient, CertificateManager, IdentityArgs};
 
@@ -91,6 +90,16 @@ struct Args {
     /// Longest a push waits while changes keep coming (Istio's PILOT_DEBOUNCE_MAX).
     #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     debounce_max: Duration,
+
+    /// Longest a push waits while the changes only move endpoints: under
+    /// steady pod churn the quiet period never comes.
+    #[arg(long, env = "TRIREME_DEBOUNCE_MAX_ENDPOINTS", default_value = "100ms", value_parser = parse_duration)]
+    debounce_max_endpoints: Duration,
+
+    /// Debounce endpoint-only changes at all (Istio's PILOT_ENABLE_EDS_DEBOUNCE);
+    /// `false` pushes each at once.
+    #[arg(long, env = "PILOT_ENABLE_EDS_DEBOUNCE", default_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    eds_debounce: bool,
 
     /// What sidecars do with traffic for destinations outside the registry
     /// unless their Sidecar says otherwise (Istio's mesh
@@ -164,6 +173,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let debounce = DebounceSettings {
         after: args.debounce_after,
         max: args.debounce_max,
+        endpoint_max: args.debounce_max_endpoints,
+        eds_debounce: args.eds_debounce,
     };
     let settings = MeshSettings {
         outbound_traffic_policy: args.outbound_traffic_policy,
@@ -230,7 +241,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown: shutdown.token(),
     };
     let loaded = first_push(contexts.clone());
-    let ads = AdsServer::new(contexts, shared).into_service();
+    let ads = AdsServer::new(contexts, shared);
     let xds_addr = args.xds_addr;
     let plaintext_listener =
         bind_xds(xds_addr).with_context(|| format!("binding the xDS address {xds_addr}"))?;
@@ -308,7 +319,7 @@ fn follow_bus_connection(bus: &Bus, health: Option<Readiness>, connected: &Gauge
     });
 }
 
-fn ads_router(ads: AggregatedDiscoveryServiceServer<AdsServer>) -> Router {
+fn ads_router(ads: AdsServer) -> Router {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ads)

@@ -14,6 +14,7 @@ use pilot::xds::{AdsServer, PushContext, ResourceType, XdsMetrics};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
+use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
@@ -74,7 +75,7 @@ impl Harness {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let service = AdsServer::new(contexts, shared).into_service();
+        let service = AdsServer::new(contexts, shared);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -262,6 +263,18 @@ fn cluster_names(response: &DiscoveryResponse) -> Vec<String> {
         .collect()
 }
 
+fn assignment_names(response: &DiscoveryResponse) -> Vec<String> {
+    response
+        .resources
+        .iter()
+        .map(|any| {
+            <ClusterLoadAssignment as prost::Message>::decode(&any.value[..])
+                .unwrap()
+                .cluster_name
+        })
+        .collect()
+}
+
 fn listener_names(response: &DiscoveryResponse) -> Vec<String> {
     use prost::Message;
     use trireme_proto::envoy::pb::envoy::config::listener::v3::Listener;
@@ -384,16 +397,19 @@ async fn an_endpoint_change_sends_only_eds() {
         .await
         .unwrap();
     let cluster = "outbound|9080||reviews.default.svc.cluster.local";
+    // A cluster whose endpoints the change leaves alone.
+    let unchanged = "outbound|9080||other.default.svc.cluster.local";
     requests
-        .send(request(ResourceType::Endpoint, &[cluster], None))
+        .send(request(ResourceType::Endpoint, &[cluster, unchanged], None))
         .await
         .unwrap();
     let endpoints = next(&mut responses).await;
     assert_eq!(endpoints.type_url, ResourceType::Endpoint.type_url());
+    assert_eq!(assignment_names(&endpoints), [unchanged, cluster]);
     requests
         .send(request(
             ResourceType::Endpoint,
-            &[cluster],
+            &[cluster, unchanged],
             Some(&endpoints),
         ))
         .await
@@ -419,6 +435,11 @@ async fn an_endpoint_change_sends_only_eds() {
         update.type_url,
         ResourceType::Endpoint.type_url(),
         "only EDS is pushed"
+    );
+    assert_eq!(
+        assignment_names(&update),
+        [cluster],
+        "only the changed assignment is sent; Envoy keeps the others"
     );
     nothing_more(&mut responses).await;
     let pushes_after: Vec<i64> = ResourceType::PUSH_ORDER

@@ -60,6 +60,25 @@ pub struct ConfigSet {
 pub use mesh_config::store::DEFAULT_NAMESPACE;
 
 impl ConfigSet {
+    /// Whether `self` and `other` hold the same config but for WorkloadEntries
+    /// (and the bus revision): a change that moves endpoints, not routing.
+    /// Checked on every update while a burst settles, so the cheap
+    /// comparisons of counts come first.
+    pub fn differs_only_in_endpoints(&self, other: &ConfigSet) -> bool {
+        let same_counts = self.virtual_services.len() == other.virtual_services.len()
+            && self.destination_rules.len() == other.destination_rules.len()
+            && self.service_entries.len() == other.service_entries.len()
+            && self.sidecars.len() == other.sidecars.len();
+        same_counts
+            && self.service_entries == other.service_entries
+            && self.virtual_services == other.virtual_services
+            && self.destination_rules == other.destination_rules
+            && self.gateways == other.gateways
+            && self.sidecars == other.sidecars
+            && self.peer_authentications == other.peer_authentications
+            && self.other == other.other
+    }
+
     /// Sorts resources into kinds; namespaces default to `default`. Order is
     /// made deterministic (by namespace, then name) so output is stable.
     pub fn from_resources(resources: impl IntoIterator<Item = AnyResource>) -> ConfigSet {

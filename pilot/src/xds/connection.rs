@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::generator::{EncodedResource, Subscription, generate_for_view, view_key};
+use super::generator::{EncodedResource, Generated, Subscription, generate_for_view, view_key};
 use super::metrics::XdsMetrics;
 use super::push_context::{PushContext, PushTrigger};
 use super::resource_type::ResourceType;
@@ -34,6 +34,9 @@ pub struct TypeState {
     /// Name → version of every resource the proxy was last sent (delta), or
     /// the set last sent (state of the world).
     pub sent: BTreeMap<String, String>,
+    /// State of the world, endpoints: the assignments last sent, in name
+    /// order, so a push can leave out those that did not change.
+    pub sent_endpoints: Vec<Arc<EncodedResource>>,
     pub sent_version: String,
     /// Nonce of the latest response sent.
     pub last_nonce: String,
@@ -54,6 +57,7 @@ impl TypeState {
         TypeState {
             subscription,
             sent: BTreeMap::new(),
+            sent_endpoints: Vec::new(),
             sent_version: String::new(),
             last_nonce: String::new(),
             pending_nonce: None,
@@ -68,7 +72,7 @@ impl TypeState {
 /// nothing changed.
 pub struct PushPlan {
     pub must_answer: bool,
-    pub resources: Vec<Arc<EncodedResource>>,
+    pub resources: Generated,
 }
 
 /// What a proxy said about a response.

@@ -7,24 +7,34 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
-use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use trireme_proto::envoy::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use super::connection::{Connection, PushPlan, Reply, TypeState, current};
-use super::generator::Subscription;
+use super::generator::{EncodedResource, Subscription};
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
 use super::stream::XdsProtocol;
+use super::wire::{WireMessage, string_field_len};
 
-type Outbox = super::stream::Outbox<DeltaDiscoveryResponse>;
+type Outbox = super::stream::Outbox<WireMessage>;
+
+// Field numbers of envoy.service.discovery.v3.DeltaDiscoveryResponse.
+const SYSTEM_VERSION_INFO: u32 = 1;
+const RESOURCES: u32 = 2;
+const TYPE_URL: u32 = 4;
+const NONCE: u32 = 5;
+const REMOVED_RESOURCES: u32 = 6;
+// ... and of envoy.service.discovery.v3.Resource (its `resource` is field 2,
+// as in EncodedResource::entry).
+const RESOURCE_VERSION: u32 = 1;
+const RESOURCE_NAME: u32 = 3;
 
 /// The incremental protocol.
 pub struct Delta;
 
 impl XdsProtocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = WireMessage;
     const NAME: &'static str = "delta";
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
@@ -101,14 +111,15 @@ impl XdsProtocol for Delta {
             .types
             .get_mut(&resource_type)
             .expect("present above");
-        let changed: Vec<_> = resources
+        let changed: Vec<&Arc<EncodedResource>> = resources
+            .resources()
             .iter()
             .filter(|r| state.sent.get(&r.name) != Some(&r.version))
             .collect();
         let removed: Vec<String> = state
             .sent
             .keys()
-            .filter(|name| !resources.iter().any(|r| &r.name == *name))
+            .filter(|name| !resources.resources().iter().any(|r| &r.name == *name))
             .cloned()
             .collect();
         if changed.is_empty() && removed.is_empty() && !must_answer {
@@ -126,22 +137,7 @@ impl XdsProtocol for Delta {
         let changed_names: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
         let version = context.system_version();
         let nonce = connection.next_nonce();
-        let response = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: changed
-                .iter()
-                .map(|r| Resource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.body.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: resource_type.type_url().to_string(),
-            removed_resources: removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+        let response = encode_response(&changed, &removed, &version, resource_type, &nonce);
         outbox.send(Ok(response)).await.map_err(|_| ())?;
         connection.record_sent(resource_type, &nonce, &version, context, started);
         if resource_type == ResourceType::Cluster {
@@ -150,6 +146,35 @@ impl XdsProtocol for Delta {
         }
         Ok(())
     }
+}
+
+/// A `DeltaDiscoveryResponse`: each changed resource as a `Resource` of its
+/// name and version around its shared entry, then the removed names and this
+/// response's own version, type and nonce.
+fn encode_response(
+    changed: &[&Arc<EncodedResource>],
+    removed: &[String],
+    version: &str,
+    resource_type: ResourceType,
+    nonce: &str,
+) -> WireMessage {
+    let mut response = WireMessage::new();
+    for resource in changed {
+        let len = string_field_len(RESOURCE_VERSION, &resource.version)
+            + string_field_len(RESOURCE_NAME, &resource.name)
+            + resource.entry().len();
+        response.push_len_prefix(RESOURCES, len);
+        response.push_string(RESOURCE_VERSION, &resource.version);
+        response.push_string(RESOURCE_NAME, &resource.name);
+        response.push_encoded(resource.entry());
+    }
+    for name in removed {
+        response.push_string(REMOVED_RESOURCES, name);
+    }
+    response.push_string(SYSTEM_VERSION_INFO, version);
+    response.push_string(TYPE_URL, resource_type.type_url());
+    response.push_string(NONCE, nonce);
+    response
 }
 
 /// Applies `resource_names_subscribe`/`_unsubscribe`; returns whether the set changed.

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use prost::{Message, Name};
 use trireme_proto::envoy::pb::envoy::config::cluster::v3::Cluster;
 use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -13,47 +14,156 @@ use trireme_proto::envoy::pb::google::protobuf::Any;
 
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
+use super::wire::{WireMessage, length_delimited_field};
 use crate::model::{MeshSnapshot, Proxy, ProxyScope, ProxyType};
 use crate::translate;
 
-/// A generated resource, encoded once.
+/// A generated resource, encoded once, in the form it takes in a response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedResource {
     pub name: String,
     /// Content hash: equal bytes give equal versions, across pilot replicas too.
     pub version: String,
-    pub body: Any,
+    /// Hash of name and content, folded into the version of a set.
+    identity: u64,
+    /// The resource wrapped in an `Any`, as a length-delimited field 2: how
+    /// it appears both in a state-of-the-world response's `resources` and in
+    /// a delta `Resource`'s `resource` (both are field 2).
+    entry: Bytes,
+    /// Where the resource's own message starts inside `entry` (an `Any`'s
+    /// value is its last field).
+    message_at: usize,
 }
 
 impl EncodedResource {
     pub fn new<M: Message + Name>(name: String, message: &M) -> EncodedResource {
-        let bytes = message.encode_to_vec();
+        let any = Any {
+            type_url: M::type_url(),
+            value: message.encode_to_vec(),
+        };
+        let content_hash = fnv1a(&any.value);
+        let entry = length_delimited_field(2, any.encoded_len(), |buf| {
+            any.encode(buf)
+                .expect("the buffer was sized for the message")
+        });
         EncodedResource {
+            identity: fnv1a_extend(fnv1a(name.as_bytes()), &content_hash.to_le_bytes()),
+            version: format!("{content_hash:016x}"),
             name,
-            version: format!("{:016x}", fnv1a(&bytes)),
-            body: Any {
-                type_url: M::type_url(),
-                value: bytes,
-            },
+            message_at: entry.len() - any.value.len(),
+            entry,
         }
+    }
+
+    /// The resource's own message (the `Any`'s value).
+    pub fn message(&self) -> &[u8] {
+        &self.entry[self.message_at..]
+    }
+
+    /// The `Any`-wrapped resource as field 2 of a response or delta `Resource`.
+    pub fn entry(&self) -> &Bytes {
+        &self.entry
     }
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a, 64 bit: a stable, dependency-free content hash for versions.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+    fnv1a_extend(FNV_OFFSET, bytes)
+}
+
+/// Continues an FNV-1a hash over more bytes.
+fn fnv1a_extend(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-/// One version string for a set of resources (SotW `version_info`).
-pub fn combined_version(resources: &[Arc<EncodedResource>]) -> String {
-    let mut joined = Vec::with_capacity(resources.len() * 17);
-    for resource in resources {
-        joined.extend_from_slice(resource.name.as_bytes());
-        joined.extend_from_slice(resource.version.as_bytes());
+/// One version string for a set of resources (SotW `version_info`): changes
+/// when any name or content does, the same on every replica.
+pub fn combined_version<'r>(
+    resources: impl IntoIterator<Item = &'r Arc<EncodedResource>>,
+) -> String {
+    let hash = resources.into_iter().fold(FNV_OFFSET, |hash, resource| {
+        fnv1a_extend(hash, &resource.identity.to_le_bytes())
+    });
+    format!("{hash:016x}")
+}
+
+/// The resources of one type for one proxy view, with what every SotW
+/// response of them repeats: their combined version and their entries back
+/// to back (each resource's entry is a slice of those bytes, not a copy).
+#[derive(Debug)]
+pub struct ResourceSet {
+    pub resources: Vec<Arc<EncodedResource>>,
+    pub version: String,
+    entries: Bytes,
+}
+
+impl ResourceSet {
+    pub fn new(resources: Vec<EncodedResource>) -> ResourceSet {
+        let mut joined = BytesMut::with_capacity(resources.iter().map(|r| r.entry.len()).sum());
+        for resource in &resources {
+            joined.extend_from_slice(&resource.entry);
+        }
+        let entries = joined.freeze();
+        let mut at = 0;
+        let resources: Vec<Arc<EncodedResource>> = resources
+            .into_iter()
+            .map(|resource| {
+                let len = resource.entry.len();
+                at += len;
+                Arc::new(EncodedResource {
+                    entry: entries.slice(at - len..at),
+                    ..resource
+                })
+            })
+            .collect();
+        ResourceSet {
+            version: combined_version(&resources),
+            resources,
+            entries,
+        }
     }
-    format!("{:016x}", fnv1a(&joined))
+}
+
+/// What a push of one type sends a proxy.
+#[derive(Debug, Clone)]
+pub enum Generated {
+    /// A whole view's set (clusters, listeners), shared with every proxy of the view.
+    View(Arc<ResourceSet>),
+    /// Resources by name (routes, endpoints), each shared across proxies.
+    Named(Vec<Arc<EncodedResource>>),
+}
+
+impl Generated {
+    pub fn resources(&self) -> &[Arc<EncodedResource>] {
+        match self {
+            Generated::View(set) => &set.resources,
+            Generated::Named(resources) => resources,
+        }
+    }
+
+    /// The SotW `version_info` of these resources.
+    pub fn version(&self) -> String {
+        match self {
+            Generated::View(set) => set.version.clone(),
+            Generated::Named(resources) => combined_version(resources),
+        }
+    }
+
+    /// Appends the resources as a SotW response's `resources` field.
+    pub fn write_entries(&self, message: &mut WireMessage) {
+        match self {
+            Generated::View(set) => message.push_encoded(&set.entries),
+            Generated::Named(resources) => {
+                for resource in resources {
+                    message.push_encoded(&resource.entry);
+                }
+            }
+        }
+    }
 }
 
 /// Which resources of a type a proxy asked for.
@@ -102,7 +212,7 @@ pub fn generate(
     proxy: &Proxy,
     resource_type: ResourceType,
     subscription: &Subscription,
-) -> Vec<Arc<EncodedResource>> {
+) -> Generated {
     let view = view_key(&context.snapshot, proxy);
     generate_for_view(context, proxy, &view, resource_type, subscription)
 }
@@ -115,39 +225,49 @@ pub fn generate_for_view(
     view: &str,
     resource_type: ResourceType,
     subscription: &Subscription,
-) -> Vec<Arc<EncodedResource>> {
+) -> Generated {
     match (resource_type, subscription) {
-        (ResourceType::Cluster | ResourceType::Listener, _) => {
-            cached_view(context, view, resource_type, "", || match resource_type {
+        (ResourceType::Cluster | ResourceType::Listener, _) => Generated::View(cached_view(
+            context,
+            view,
+            resource_type,
+            "",
+            || match resource_type {
                 ResourceType::Cluster => {
                     encode_all(clusters_for(context, proxy), |c| c.name.clone())
                 }
                 _ => encode_all(listeners_for(context, proxy), |l| l.name.clone()),
-            })
-            .to_vec()
+            },
+        )),
+        (ResourceType::Route, Subscription::Names(names)) => {
+            Generated::Named(
+                names
+                    .iter()
+                    .flat_map(|name| {
+                        cached_view(context, view, ResourceType::Route, name, || {
+                            let routes = route_configuration_for(context, proxy, name)
+                                .unwrap_or_else(|| RouteConfiguration {
+                                    name: name.clone(),
+                                    ..Default::default()
+                                });
+                            vec![EncodedResource::new(name.clone(), &routes)]
+                        })
+                        .resources
+                        .clone()
+                    })
+                    .collect(),
+            )
         }
-        (ResourceType::Route, Subscription::Names(names)) => names
-            .iter()
-            .flat_map(|name| {
-                cached_view(context, view, ResourceType::Route, name, || {
-                    let routes =
-                        route_configuration_for(context, proxy, name).unwrap_or_else(|| {
-                            RouteConfiguration {
-                                name: name.clone(),
-                                ..Default::default()
-                            }
-                        });
-                    vec![Arc::new(EncodedResource::new(name.clone(), &routes))]
-                })
-                .to_vec()
-            })
-            .collect(),
-        (ResourceType::Endpoint, Subscription::Names(names)) => names
-            .iter()
-            .map(|name| endpoint_resource(context, name))
-            .collect(),
+        (ResourceType::Endpoint, Subscription::Names(names)) => Generated::Named(
+            names
+                .iter()
+                .map(|name| endpoint_resource(context, name))
+                .collect(),
+        ),
         // Routes and endpoints are only ever sent by name.
-        (ResourceType::Route | ResourceType::Endpoint, Subscription::Wildcard) => Vec::new(),
+        (ResourceType::Route | ResourceType::Endpoint, Subscription::Wildcard) => {
+            Generated::Named(Vec::new())
+        }
     }
 }
 
@@ -212,10 +332,10 @@ fn scope_for(context: &PushContext, proxy: &Proxy) -> Arc<ProxyScope> {
 fn encode_all<M: Message + Name>(
     messages: Vec<M>,
     name_of: impl Fn(&M) -> String,
-) -> Vec<Arc<EncodedResource>> {
+) -> Vec<EncodedResource> {
     messages
         .iter()
-        .map(|m| Arc::new(EncodedResource::new(name_of(m), m)))
+        .map(|m| EncodedResource::new(name_of(m), m))
         .collect()
 }
 
@@ -224,15 +344,15 @@ fn cached_view(
     view: &str,
     resource_type: ResourceType,
     name: &str,
-    build: impl FnOnce() -> Vec<Arc<EncodedResource>>,
-) -> Arc<Vec<Arc<EncodedResource>>> {
+    build: impl FnOnce() -> Vec<EncodedResource>,
+) -> Arc<ResourceSet> {
     let key = (resource_type, view.to_string(), name.to_string());
     if let Some(hit) = lock(&context.view_cache).get(&key) {
         return hit.clone();
     }
     // Built outside the lock so other views are not held up; two proxies of a
     // new view may both build it once, which is harmless.
-    let built = Arc::new(build());
+    let built = Arc::new(ResourceSet::new(build()));
     lock(&context.view_cache)
         .entry(key)
         .or_insert(built)

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod debounce;
 pub mod delta;
 pub mod generator;
+pub mod grpc;
 pub mod metrics;
 pub mod push_context;
 pub mod resource_type;
@@ -15,6 +16,7 @@ pub mod sotw;
 pub mod status_publisher;
 pub mod stream;
 pub mod sync_status;
+pub mod wire;
 
 pub use metrics::XdsMetrics;
 pub use push_context::{PushContext, PushTrigger};

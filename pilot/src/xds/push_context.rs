@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::model::{MeshSnapshot, ProxyScope};
 
-use super::generator::EncodedResource;
+use super::generator::{EncodedResource, ResourceSet};
 use super::resource_type::ResourceType;
 
 /// What caused a push.
@@ -35,7 +35,7 @@ impl PushTrigger {
 /// Cache of generated resources of one config version, keyed by resource type,
 /// proxy view and (for routes) resource name. Shared across pushes that only
 /// change endpoints.
-pub type ViewCache = Mutex<HashMap<(ResourceType, String, String), Arc<Vec<Arc<EncodedResource>>>>>;
+pub type ViewCache = Mutex<HashMap<(ResourceType, String, String), Arc<ResourceSet>>>;
 
 /// What each proxy view may see, computed once per config version and view
 /// and shared by the view's clusters, listeners and routes.

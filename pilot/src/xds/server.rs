@@ -1,24 +1,22 @@
 //! The ADS gRPC service: accepts a stream, identifies the proxy from its first
 //! request, and runs the stream with the state-of-the-world or delta protocol.
 
-use std::pin::Pin;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tonic::{Request, Response, Status, Streaming};
-use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    },
-};
-
+use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Status, Streaming};
 
 use super::authorization::{PeerIdentity, authorize, peer_identity};
 use super::connection::{Connection, StreamShared};
 use super::delta::Delta;
+use super::grpc::{request_stream, streaming_response, unimplemented};
 use super::push_context::PushContext;
 use super::sotw::Sotw;
 use super::stream::{self, XdsProtocol};
@@ -28,9 +26,13 @@ use crate::model::Proxy;
 /// read; small, because pushes merge while a response is in flight anyway.
 const OUTBOX_CAPACITY: usize = 8;
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// pilot's ADS service.
+/// pilot's ADS service, mounted on a tonic server with `add_service`.
 #[derive(Clone)]
 pub struct AdsServer {
     contexts: watch::Receiver<Arc<PushContext>>,
@@ -42,24 +44,21 @@ impl AdsServer {
         AdsServer { contexts, shared }
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(usize::MAX)
-    }
-
     /// Returns the response stream at once and reads the first request in the
     /// stream's task: a client may wait for response headers before it sends
     /// anything. A proxy that cannot be identified gets the error as the
     /// stream's status.
-    fn open_stream<P: XdsProtocol>(
+    fn open_stream<P: XdsProtocol<Response = super::wire::WireMessage>>(
         &self,
-        request: Request<Streaming<P::Request>>,
-    ) -> Response<ResponseStream<P::Response>> {
+        request: http::Request<Body>,
+    ) -> http::Response<Body>
+    where
+        P::Request: prost::Message + Default,
+    {
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let (contexts, shared) = (self.contexts.clone(), self.shared.clone());
         let peer = peer_of(&request);
-        let mut requests = request.into_inner();
+        let mut requests = request_stream::<P::Request>(request);
         tokio::spawn(async move {
             let opened = first_request::<P>(&mut requests)
                 .await
@@ -78,13 +77,36 @@ impl AdsServer {
                 }
             }
         });
-        Response::new(outbox_stream(receiver))
+        streaming_response(receiver)
+    }
+}
+
+impl NamedService for AdsServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl tower::Service<http::Request<Body>> for AdsServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let response = match request.uri().path() {
+            SOTW_PATH => self.open_stream::<Sotw>(request),
+            DELTA_PATH => self.open_stream::<Delta>(request),
+            other => unimplemented(other),
+        };
+        ready(Ok(response))
     }
 }
 
 /// The identity a stream's client certificate proves: `None` on the
 /// plain-text port, an error when the certificate names no workload.
-fn peer_of<T>(request: &Request<T>) -> Option<Result<PeerIdentity, String>> {
+fn peer_of<T>(request: &http::Request<T>) -> Option<Result<PeerIdentity, String>> {
     let info = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()?;
@@ -108,33 +130,4 @@ async fn first_request<P: XdsProtocol>(
     let proxy =
         Proxy::from_node(P::node(&first)).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok((first, proxy))
-}
-
-fn outbox_stream<T: Send + 'static>(
-    receiver: mpsc::Receiver<Result<T, Status>>,
-) -> ResponseStream<T> {
-    Box::pin(futures::stream::unfold(
-        receiver,
-        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
-    ))
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(self.open_stream::<Sotw>(request))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(self.open_stream::<Delta>(request))
-    }
 }

@@ -7,24 +7,28 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 use trireme_proto::envoy::pb::envoy::config::core::v3::Node;
-use trireme_proto::envoy::pb::envoy::service::discovery::v3::{
-    DiscoveryRequest, DiscoveryResponse,
-};
+use trireme_proto::envoy::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use super::connection::{Connection, PushPlan, Reply, TypeState, current};
-use super::generator::{Subscription, combined_version};
+use super::generator::{EncodedResource, Generated, Subscription};
 use super::push_context::PushContext;
 use super::resource_type::ResourceType;
 use super::stream::XdsProtocol;
+use super::wire::WireMessage;
 
-type Outbox = super::stream::Outbox<DiscoveryResponse>;
+type Outbox = super::stream::Outbox<WireMessage>;
+
+// Field numbers of envoy.service.discovery.v3.DiscoveryResponse.
+const VERSION_INFO: u32 = 1;
+const TYPE_URL: u32 = 4;
+const NONCE: u32 = 5;
 
 /// The state-of-the-world protocol.
 pub struct Sotw;
 
 impl XdsProtocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = WireMessage;
     const NAME: &'static str = "sotw";
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
@@ -107,7 +111,7 @@ impl XdsProtocol for Sotw {
         else {
             return Ok(());
         };
-        let version = combined_version(&resources);
+        let version = resources.version();
         let state = connection
             .types
             .get_mut(&resource_type)
@@ -116,19 +120,120 @@ impl XdsProtocol for Sotw {
             state.dirty = false;
             return Ok(());
         }
-        let nonce = connection.next_nonce();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: resources.iter().map(|r| r.body.clone()).collect(),
-            type_url: resource_type.type_url().to_string(),
-            nonce: nonce.clone(),
-            ..Default::default()
+        let resources = if resource_type == ResourceType::Endpoint {
+            endpoints_to_send(state, resources, must_answer)
+        } else {
+            resources
         };
+        let nonce = connection.next_nonce();
+        let response = encode_response(&resources, &version, resource_type, &nonce);
         outbox.send(Ok(response)).await.map_err(|_| ())?;
         connection.record_sent(resource_type, &nonce, &version, context, started);
         if resource_type == ResourceType::Cluster {
-            connection.clusters_sent(resources.iter().map(|r| r.name.as_str()));
+            connection.clusters_sent(resources.resources().iter().map(|r| r.name.as_str()));
         }
         Ok(())
+    }
+}
+
+/// Which endpoint assignments a push carries. Only clusters and listeners
+/// must be sent complete in the state-of-the-world protocol; Envoy keeps
+/// the assignments a response leaves out. So an endpoint push carries only
+/// those that changed since the proxy last heard, and an owed answer (first
+/// request, new subscription, clusters re-sent) carries all.
+fn endpoints_to_send(state: &mut TypeState, current: Generated, must_answer: bool) -> Generated {
+    let current = current.resources().to_vec();
+    let changed = if must_answer {
+        current.clone()
+    } else {
+        changed_since(&state.sent_endpoints, &current)
+    };
+    state.sent_endpoints = current;
+    Generated::Named(changed)
+}
+
+/// The resources of `current` not in `sent` with the same version; both are
+/// in name order (a subscription's order).
+fn changed_since(
+    sent: &[Arc<EncodedResource>],
+    current: &[Arc<EncodedResource>],
+) -> Vec<Arc<EncodedResource>> {
+    let mut sent = sent.iter().peekable();
+    current
+        .iter()
+        .filter(|resource| {
+            while sent.next_if(|s| s.name < resource.name).is_some() {}
+            let same = sent
+                .next_if(|s| s.name == resource.name)
+                .is_some_and(|s| Arc::ptr_eq(s, resource) || s.version == resource.version);
+            !same
+        })
+        .cloned()
+        .collect()
+}
+
+/// A `DiscoveryResponse`: the shared resource entries, then this response's
+/// own version, type and nonce.
+fn encode_response(
+    resources: &Generated,
+    version: &str,
+    resource_type: ResourceType,
+    nonce: &str,
+) -> WireMessage {
+    let mut response = WireMessage::new();
+    resources.write_entries(&mut response);
+    response.push_string(VERSION_INFO, version);
+    response.push_string(TYPE_URL, resource_type.type_url());
+    response.push_string(NONCE, nonce);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trireme_proto::envoy::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+    fn assignment(name: &str, endpoints: usize) -> Arc<EncodedResource> {
+        let lb = trireme_proto::envoy::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+            lb_endpoints: vec![Default::default(); endpoints],
+            ..Default::default()
+        };
+        Arc::new(EncodedResource::new(
+            name.to_string(),
+            &ClusterLoadAssignment {
+                cluster_name: name.to_string(),
+                endpoints: vec![lb],
+                ..Default::default()
+            },
+        ))
+    }
+
+    fn names(resources: &[Arc<EncodedResource>]) -> Vec<&str> {
+        resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn only_new_and_changed_assignments_are_sent() {
+        let sent = [assignment("a", 1), assignment("c", 1), assignment("d", 1)];
+        let current = [
+            assignment("a", 1), // same content, another encoding of it
+            assignment("b", 1), // newly subscribed
+            assignment("c", 2), // changed
+            sent[2].clone(),    // the very same
+        ];
+        assert_eq!(names(&changed_since(&sent, &current)), ["b", "c"]);
+        assert_eq!(names(&changed_since(&[], &current)), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn an_owed_answer_carries_every_assignment() {
+        let mut state = TypeState::new(Subscription::Names(Default::default()));
+        let all = vec![assignment("a", 1), assignment("b", 1)];
+        let first = endpoints_to_send(&mut state, Generated::Named(all.clone()), true);
+        assert_eq!(names(first.resources()), ["a", "b"]);
+        let unchanged = endpoints_to_send(&mut state, Generated::Named(all.clone()), false);
+        assert!(unchanged.resources().is_empty());
+        let again = endpoints_to_send(&mut state, Generated::Named(all), true);
+        assert_eq!(names(again.resources()), ["a", "b"]);
     }
 }
