@@ -14,7 +14,7 @@ use super::generator::{EncodedResource, Generated, Subscription, generate_for_vi
 use super::metrics::XdsMetrics;
 use super::push_context::{PushContext, PushTrigger};
 use super::resource_type::ResourceType;
-use super::sync_status::{Nack, SyncStatus, now_millis};
+use super::sync_status::{Nack, ProxySyncHandle, SyncStatus, now_millis};
 use crate::model::Proxy;
 use crate::translate::names::parse_cluster_name;
 
@@ -99,12 +99,13 @@ pub struct Connection {
     /// The view key under one push context (by version), worked out once.
     view: Option<(u64, String)>,
     nonce_counter: u64,
-    connection_id: u64,
+    /// This stream's entry in the shared sync status.
+    sync: ProxySyncHandle,
 }
 
 impl Connection {
     pub fn open(proxy: Proxy, shared: StreamShared, protocol: &'static str) -> Connection {
-        let connection_id = shared.sync_status.connect(&proxy, protocol);
+        let sync = shared.sync_status.connect(&proxy, protocol);
         shared.metrics.connected.inc();
         tracing::info!(proxy = %proxy.id, protocol, "proxy connected");
         Connection {
@@ -114,7 +115,7 @@ impl Connection {
             followed_view: None,
             view: None,
             nonce_counter: 0,
-            connection_id,
+            sync,
         }
     }
 
@@ -163,9 +164,7 @@ impl Connection {
                     error: error.clone(),
                     at: now_millis(),
                 };
-                self.shared
-                    .sync_status
-                    .update(&self.proxy.id, type_url, |s| s.last_nack = Some(nack));
+                self.sync.update(type_url, |s| s.last_nack = Some(nack));
                 Reply::Nack(error)
             }
             None => {
@@ -175,12 +174,10 @@ impl Connection {
                         .convergence_time
                         .observe(changed_at.elapsed().as_secs_f64());
                 }
-                self.shared
-                    .sync_status
-                    .update(&self.proxy.id, type_url, |s| {
-                        s.acked_version = version;
-                        s.acked_at = Some(now_millis());
-                    });
+                self.sync.update(type_url, |s| {
+                    s.acked_version = version;
+                    s.acked_at = Some(now_millis());
+                });
                 Reply::Ack
             }
         }
@@ -229,11 +226,8 @@ impl Connection {
             Some(Subscription::Names(names)) => names.iter().cloned().collect(),
             _ => Vec::new(),
         };
-        self.shared
-            .sync_status
-            .update(&self.proxy.id, resource_type.type_url(), |s| {
-                s.subscribed = names
-            });
+        self.sync
+            .update(resource_type.type_url(), |s| s.subscribed = names);
     }
 
     /// Notes a response sent for `resource_type`.
@@ -257,13 +251,11 @@ impl Connection {
             .metrics
             .record_push(resource_type, started.elapsed().as_secs_f64());
         let (nonce, version) = (nonce.to_string(), version.to_string());
-        self.shared
-            .sync_status
-            .update(&self.proxy.id, resource_type.type_url(), |s| {
-                s.sent_nonce = nonce;
-                s.sent_version = version;
-                s.sent_at = Some(now_millis());
-            });
+        self.sync.update(resource_type.type_url(), |s| {
+            s.sent_nonce = nonce;
+            s.sent_version = version;
+            s.sent_at = Some(now_millis());
+        });
     }
 
     /// Which subscribed types a new push context may change for this proxy:
@@ -303,9 +295,6 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.shared
-            .sync_status
-            .disconnect(&self.proxy.id, self.connection_id);
         self.shared.metrics.connected.dec();
         tracing::info!(proxy = %self.proxy.id, "proxy disconnected");
     }

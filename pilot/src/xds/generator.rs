@@ -174,6 +174,38 @@ pub enum Subscription {
     Names(BTreeSet<String>),
 }
 
+impl Subscription {
+    /// What a state-of-the-world request for `resource_type` naming `names`
+    /// subscribes to.
+    pub fn requested(resource_type: ResourceType, names: Vec<String>) -> Subscription {
+        if resource_type.is_wildcard() {
+            Subscription::Wildcard
+        } else {
+            Subscription::Names(names.into_iter().collect())
+        }
+    }
+
+    /// Whether a state-of-the-world request naming `names` asks for exactly
+    /// this. Every ACK repeats the whole list, so this is checked without
+    /// copying it.
+    pub fn is_exactly(&self, names: &[String]) -> bool {
+        let Subscription::Names(subscribed) = self else {
+            return true; // wildcard types ignore the names
+        };
+        if names.len() != subscribed.len() || !names.iter().all(|n| subscribed.contains(n)) {
+            return false;
+        }
+        // Equal counts and all known: the same set unless a name repeats.
+        names.is_sorted_by(|a, b| a < b)
+            || names
+                .iter()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+                .len()
+                == names.len()
+    }
+}
+
 /// What a proxy's generated config depends on besides the push context. Proxies
 /// with equal views get the very same resources: the type; the namespace and
 /// labels (which select Gateways and the Sidecar, short host names and
@@ -386,6 +418,23 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_name_list_is_the_same_subscription_in_any_order() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let subscribed = Subscription::requested(ResourceType::Endpoint, names(&["a", "b"]));
+        assert!(subscribed.is_exactly(&names(&["a", "b"])));
+        assert!(subscribed.is_exactly(&names(&["b", "a"])));
+        assert!(!subscribed.is_exactly(&names(&["a"])));
+        assert!(!subscribed.is_exactly(&names(&["a", "c"])));
+        assert!(!subscribed.is_exactly(&names(&["b", "a", "c"])));
+        assert!(
+            !subscribed.is_exactly(&names(&["b", "b"])),
+            "a repeated name hides the one dropped"
+        );
+        let wildcard = Subscription::requested(ResourceType::Cluster, names(&["x"]));
+        assert!(wildcard.is_exactly(&names(&["y"])));
+    }
 
     #[test]
     fn versions_follow_content() {

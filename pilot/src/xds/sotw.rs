@@ -1,7 +1,6 @@
 //! State-of-the-world ADS (`StreamAggregatedResources`): every response
 //! carries the complete set of the type the proxy subscribed to.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,23 +54,24 @@ impl XdsProtocol for Sotw {
         if reply == Reply::Stale {
             return Ok(());
         }
-        let subscription = if resource_type.is_wildcard() {
-            Subscription::Wildcard
-        } else {
-            Subscription::Names(
-                request
-                    .resource_names
-                    .iter()
-                    .cloned()
-                    .collect::<BTreeSet<_>>(),
-            )
+        let (subscription_changed, first_of_type) = match connection.types.get(&resource_type) {
+            Some(state) => (
+                !state.subscription.is_exactly(&request.resource_names),
+                false,
+            ),
+            None => (false, true),
         };
-        let state = connection
-            .types
-            .entry(resource_type)
-            .or_insert_with(|| TypeState::new(subscription.clone()));
-        let subscription_changed = state.subscription != subscription;
-        state.subscription = subscription;
+        if subscription_changed || first_of_type {
+            let subscription = Subscription::requested(resource_type, request.resource_names);
+            match connection.types.get_mut(&resource_type) {
+                Some(state) => state.subscription = subscription,
+                None => {
+                    connection
+                        .types
+                        .insert(resource_type, TypeState::new(subscription));
+                }
+            }
+        }
         if subscription_changed || reply == Reply::Initial {
             connection.record_subscription(resource_type);
         }

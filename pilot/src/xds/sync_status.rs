@@ -45,11 +45,23 @@ pub struct ProxySync {
     pub types: BTreeMap<String, TypeSync>,
 }
 
-/// Every connected proxy's sync state.
+/// Every connected proxy's sync state. Each stream writes its own entry
+/// through a [`ProxySyncHandle`], so the many streams of a push do not queue
+/// on one lock.
 #[derive(Debug, Clone, Default)]
 pub struct SyncStatus {
-    proxies: Arc<Mutex<BTreeMap<String, ProxySync>>>,
+    proxies: Arc<Mutex<BTreeMap<String, Arc<Mutex<ProxySync>>>>>,
     next_connection_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One stream's entry in [`SyncStatus`]; removed when dropped (unless a
+/// newer stream of the same proxy replaced it).
+#[derive(Debug)]
+pub struct ProxySyncHandle {
+    entry: Arc<Mutex<ProxySync>>,
+    status: SyncStatus,
+    proxy_id: String,
+    connection_id: u64,
 }
 
 pub fn now_millis() -> u128 {
@@ -59,53 +71,62 @@ pub fn now_millis() -> u128 {
         .unwrap_or(0)
 }
 
-impl SyncStatus {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProxySync>> {
-        self.proxies.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    /// Records a new stream; returns its id for [`SyncStatus::disconnect`].
-    pub fn connect(&self, proxy: &crate::model::Proxy, protocol: &'static str) -> u64 {
+impl SyncStatus {
+    /// Records a new stream of `proxy`.
+    pub fn connect(&self, proxy: &crate::model::Proxy, protocol: &'static str) -> ProxySyncHandle {
         let connection_id = self
             .next_connection_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(
-            proxy.id.clone(),
-            ProxySync {
-                proxy: proxy.id.clone(),
-                identity: proxy.clone(),
-                connection_id,
-                connected_at: now_millis(),
-                protocol,
-                types: BTreeMap::new(),
-            },
-        );
-        connection_id
-    }
-
-    /// Forgets a stream, unless the proxy has reconnected on a newer one.
-    pub fn disconnect(&self, proxy_id: &str, connection_id: u64) {
-        let mut proxies = self.lock();
-        if proxies
-            .get(proxy_id)
-            .is_some_and(|p| p.connection_id == connection_id)
-        {
-            proxies.remove(proxy_id);
-        }
-    }
-
-    /// Changes one type's state of one proxy.
-    pub fn update(&self, proxy_id: &str, type_url: &str, change: impl FnOnce(&mut TypeSync)) {
-        if let Some(proxy) = self.lock().get_mut(proxy_id) {
-            change(proxy.types.entry(type_url.to_string()).or_default());
+        let entry = Arc::new(Mutex::new(ProxySync {
+            proxy: proxy.id.clone(),
+            identity: proxy.clone(),
+            connection_id,
+            connected_at: now_millis(),
+            protocol,
+            types: BTreeMap::new(),
+        }));
+        lock(&self.proxies).insert(proxy.id.clone(), entry.clone());
+        ProxySyncHandle {
+            entry,
+            status: self.clone(),
+            proxy_id: proxy.id.clone(),
+            connection_id,
         }
     }
 
     pub fn snapshot(&self) -> Vec<ProxySync> {
-        self.lock().values().cloned().collect()
+        let entries: Vec<Arc<Mutex<ProxySync>>> = lock(&self.proxies).values().cloned().collect();
+        entries.iter().map(|entry| lock(entry).clone()).collect()
     }
 
     pub fn is_connected(&self, proxy_id: &str) -> bool {
-        self.lock().contains_key(proxy_id)
+        lock(&self.proxies).contains_key(proxy_id)
+    }
+}
+
+impl ProxySyncHandle {
+    /// Changes one type's state of this proxy.
+    pub fn update(&self, type_url: &str, change: impl FnOnce(&mut TypeSync)) {
+        let mut proxy = lock(&self.entry);
+        match proxy.types.get_mut(type_url) {
+            Some(sync) => change(sync),
+            None => change(proxy.types.entry(type_url.to_string()).or_default()),
+        }
+    }
+}
+
+impl Drop for ProxySyncHandle {
+    fn drop(&mut self) {
+        let mut proxies = lock(&self.status.proxies);
+        let ours = proxies
+            .get(&self.proxy_id)
+            .is_some_and(|p| lock(p).connection_id == self.connection_id);
+        if ours {
+            proxies.remove(&self.proxy_id);
+        }
     }
 }
