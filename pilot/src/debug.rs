@@ -79,7 +79,7 @@ async fn config_dump(State(state): State<DebugState>, Query(query): Query<ProxyQ
             let names = sync
                 .types
                 .get(resource_type.type_url())
-                .map(|t| t.subscribed.iter().cloned().collect())
+                .map(|t| t.subscribed.clone())
                 .unwrap_or_default();
             Subscription::Names(names)
         };

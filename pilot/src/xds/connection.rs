@@ -223,8 +223,8 @@ impl Connection {
     /// Notes what a proxy subscribes to, for debug pages.
     pub fn record_subscription(&self, resource_type: ResourceType) {
         let names = match self.types.get(&resource_type).map(|s| &s.subscription) {
-            Some(Subscription::Names(names)) => names.iter().cloned().collect(),
-            _ => Vec::new(),
+            Some(Subscription::Names(names)) => names.clone(),
+            _ => Default::default(),
         };
         self.sync
             .update(resource_type.type_url(), |s| s.subscribed = names);

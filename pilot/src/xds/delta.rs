@@ -179,9 +179,10 @@ fn encode_response(
 
 /// Applies `resource_names_subscribe`/`_unsubscribe`; returns whether the set changed.
 fn apply_subscription_change(state: &mut TypeState, request: &DeltaDiscoveryRequest) -> bool {
-    let Subscription::Names(names) = &mut state.subscription else {
+    let Subscription::Names(subscribed) = &mut state.subscription else {
         return false; // wildcard types get everything
     };
+    let names = Arc::make_mut(subscribed);
     let mut changed = false;
     for name in &request.resource_names_subscribe {
         changed |= names.insert(name.clone());

@@ -171,7 +171,9 @@ impl Generated {
 pub enum Subscription {
     /// Everything of the type (CDS, LDS).
     Wildcard,
-    Names(BTreeSet<String>),
+    /// Shared with the proxy's sync status (`/debug/syncz`) rather than
+    /// copied: thousands of proxies each name hundreds of resources.
+    Names(Arc<BTreeSet<String>>),
 }
 
 impl Subscription {
@@ -181,7 +183,7 @@ impl Subscription {
         if resource_type.is_wildcard() {
             Subscription::Wildcard
         } else {
-            Subscription::Names(names.into_iter().collect())
+            Subscription::Names(Arc::new(names.into_iter().collect()))
         }
     }
 

@@ -15,7 +15,7 @@ use http_body::Frame;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codec::{Codec, Streaming};
+use tonic::codec::{BufferSettings, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::wire::WireMessage;
@@ -23,14 +23,18 @@ use super::wire::WireMessage;
 /// Largest request accepted (a `DiscoveryRequest` naming many resources).
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
+/// Starting size of a stream's request buffer (tonic's default is 8 KiB);
+/// ACKs are a few hundred bytes.
+const REQUEST_BUFFER_BYTES: usize = 1024;
+
 /// The request stream of a gRPC call, decoded as `M`.
 pub fn request_stream<M>(request: http::Request<Body>) -> Streaming<M>
 where
     M: prost::Message + Default + Send + 'static,
 {
-    // Only the decoding half of the codec is used; responses are written by
-    // [`ResponseBody`].
-    let decoder = ProstCodec::<M, M>::default().decoder();
+    // A small starting buffer: it grows for a large request, and every
+    // stream keeps its own for its whole life.
+    let decoder = ProstCodec::<M, M>::raw_decoder(BufferSettings::new(REQUEST_BUFFER_BYTES, 0));
     Streaming::new_request(decoder, request.into_body(), None, Some(MAX_REQUEST_BYTES))
 }
 

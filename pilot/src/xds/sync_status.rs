@@ -1,7 +1,7 @@
 //! What each connected proxy has been sent and has acknowledged, per type:
 //! the data behind `/debug/syncz` and, later, `trireme proxy-status`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,7 +27,8 @@ pub struct TypeSync {
     pub acked_at: Option<u128>,
     pub last_nack: Option<Nack>,
     /// Names the proxy subscribed to (empty for wildcard types).
-    pub subscribed: Vec<String>,
+    #[serde(serialize_with = "names_as_list")]
+    pub subscribed: Arc<BTreeSet<String>>,
 }
 
 /// Sync state of one proxy.
@@ -62,6 +63,14 @@ pub struct ProxySyncHandle {
     status: SyncStatus,
     proxy_id: String,
     connection_id: u64,
+}
+
+/// The shared name set, written as the list it is.
+fn names_as_list<S: serde::Serializer>(
+    names: &Arc<BTreeSet<String>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(names.iter())
 }
 
 pub fn now_millis() -> u128 {
