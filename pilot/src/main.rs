@@ -15,6 +15,7 @@ use pilot::config_source::DirectorySource;
 use pilot::config_source::bus as bus_source;
 use pilot::config_source::directory::POLL_INTERVAL;
 use pilot::model::{ConfigSet, MeshSettings};
+use pilot::registry::kubernetes::{self, DiscoverySelectors, KubeSettings};
 use pilot::tls::TlsListener;
 use pilot::xds::connection::StreamShared;
 use pilot::xds::debounce::{self, DebounceSettings};
@@ -113,9 +114,44 @@ struct Args {
     #[arg(long, env = "TRIREME_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY", value_parser = parse_outbound_mode)]
     outbound_traffic_policy: OutboundMode,
 
+    /// Read services and endpoints from Kubernetes (Services,
+    /// EndpointSlices, Pods, Namespaces, Nodes) besides ServiceEntries.
+    /// Uses the pod's service account unless --kubeconfig is given.
+    #[arg(long, env = "TRIREME_KUBERNETES")]
+    kubernetes: bool,
+
+    /// Kubeconfig file to reach the API server with, instead of the
+    /// in-cluster service account.
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Namespaces the Kubernetes registry keeps, as mesh config's
+    /// `discoverySelectors` (a JSON list of label selectors, e.g.
+    /// `[{"matchLabels": {"istio-discovery": "enabled"}}]`): a namespace
+    /// matching any is kept; none given keeps all.
+    #[arg(long, env = "TRIREME_DISCOVERY_SELECTORS", value_parser = DiscoverySelectors::parse)]
+    discovery_selectors: Option<DiscoverySelectors>,
+
+    /// Longest an xDS connection lives before pilot asks the proxy to
+    /// reconnect (GOAWAY, then 10 s grace), so proxies spread over new
+    /// pilot replicas (Istio's --keepaliveMaxServerConnectionAge); `0s`
+    /// keeps connections forever.
+    #[arg(
+        long,
+        alias = "keepaliveMaxServerConnectionAge",
+        env = "TRIREME_KEEPALIVE_MAX_SERVER_CONNECTION_AGE",
+        default_value = "30m",
+        value_parser = parse_duration
+    )]
+    keepalive_max_server_connection_age: Duration,
+
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
+
+/// Grace after the maximum connection age before the connection is closed
+/// (Istio's MaxServerConnectionAgeGrace).
+const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
 
 fn parse_outbound_mode(mode: &str) -> Result<OutboundMode, String> {
     match mode.to_ascii_uppercase().as_str() {
@@ -137,6 +173,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .nats_url
         .as_ref()
         .map(|_| health.register("bus", "connecting to NATS"));
+    let kube_health = args
+        .kubernetes
+        .then(|| health.register("kubernetes", kubernetes::watch::WAITING));
     // Bound before the runtime reports ready, so a port clash fails the start.
     let tls = match args.xds_tls_addr.0 {
         Some(addr) => Some(start_tls(&args, addr, &health).await?),
@@ -186,6 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outbound_traffic_policy: args.outbound_traffic_policy,
         ..MeshSettings::default()
     };
+    let domain_suffix = settings.domain_suffix.clone();
     tracing::info!(outbound_traffic_policy = ?settings.outbound_traffic_policy, "mesh settings");
     tokio::spawn(debounce::run(
         update_receiver,
@@ -196,6 +236,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.token(),
     ));
     follow_first_push(contexts.clone(), config_ready);
+    // With Kubernetes, the config sources' updates pass through a merge
+    // that adds the registry's latest snapshot (and waits for its sync).
+    let updates = if args.kubernetes {
+        let client = kubernetes::watch::client(args.kubeconfig.as_deref()).await?;
+        let kube_settings = KubeSettings {
+            domain_suffix,
+            discovery_selectors: args.discovery_selectors.clone().unwrap_or_default(),
+        };
+        tracing::info!(selectors = ?kube_settings.discovery_selectors, "reading services from Kubernetes");
+        let registry = kubernetes::watch::start(client, kube_settings, shutdown.token());
+        kube_health
+            .expect("registered with --kubernetes")
+            .follow(registry.health, |health| health.describe());
+        let (config_updates, configs) = mpsc::channel(16);
+        tokio::spawn(kubernetes::watch::merge(
+            configs,
+            registry.snapshots,
+            updates,
+        ));
+        config_updates
+    } else {
+        updates
+    };
     match (args.config_dir, &args.nats_url) {
         (Some(dir), _) => {
             tokio::spawn(watch_directory(
@@ -248,6 +311,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let loaded = first_push(contexts.clone());
     let ads = AdsServer::new(contexts, shared);
+    let max_connection_age =
+        Some(args.keepalive_max_server_connection_age).filter(|age| !age.is_zero());
     let xds_addr = args.xds_addr;
     let plaintext_listener =
         bind_xds(xds_addr).with_context(|| format!("binding the xDS address {xds_addr}"))?;
@@ -266,7 +331,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 stream.set_nodelay(true)?;
                 Ok::<_, std::io::Error>(stream)
             });
-            ads_router(ads)
+            ads_router(ads, max_connection_age)
                 .serve_with_incoming_shutdown(incoming, shutdown.wait())
                 .await
         }
@@ -281,7 +346,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = shutdown.wait() => return Ok(()),
         }
         tracing::info!(%addr, "serving ADS over mutual TLS");
-        let served = listener.serve(ads_router(ads), shutdown.wait()).await;
+        let served = listener
+            .serve(ads_router(ads, max_connection_age), shutdown.wait())
+            .await;
         drop(manager);
         served.with_context(|| format!("serving xDS over TLS on {addr}"))
     };
@@ -325,10 +392,15 @@ fn follow_bus_connection(bus: &Bus, health: Option<Readiness>, connected: &Gauge
     });
 }
 
-fn ads_router(ads: AdsServer) -> Router {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(ads)
+fn ads_router(ads: AdsServer, max_connection_age: Option<Duration>) -> Router {
+    let mut builder =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(age) = max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
+    }
+    builder.add_service(ads)
 }
 
 /// pilot's own certificate from citadel, and the TLS port bound to serve
@@ -449,5 +521,42 @@ mod tests {
         let args = Args::try_parse_from(["pilot", "--xds-tls-addr", "none"]).unwrap();
         assert_eq!(args.xds_tls_addr.0, None);
         assert!(Args::try_parse_from(["pilot", "--xds-tls-addr", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn kubernetes_is_off_by_default_and_takes_discovery_selectors() {
+        let args = Args::try_parse_from(["pilot"]).unwrap();
+        assert!(!args.kubernetes);
+        assert_eq!(args.discovery_selectors, None);
+        assert_eq!(
+            args.keepalive_max_server_connection_age,
+            Duration::from_secs(30 * 60)
+        );
+        let args = Args::try_parse_from([
+            "pilot",
+            "--kubernetes",
+            "--kubeconfig",
+            "/tmp/kubeconfig",
+            "--discovery-selectors",
+            r#"[{"matchLabels": {"istio-discovery": "enabled"}}]"#,
+            "--keepaliveMaxServerConnectionAge",
+            "5m",
+        ])
+        .unwrap();
+        assert!(args.kubernetes);
+        assert!(!args.discovery_selectors.unwrap().is_empty());
+        assert_eq!(
+            args.keepalive_max_server_connection_age,
+            Duration::from_secs(300)
+        );
+        assert!(Args::try_parse_from(["pilot", "--kubeconfig", "/tmp/k"]).is_err());
+        assert!(
+            Args::try_parse_from([
+                "pilot",
+                "--discovery-selectors",
+                r#"[{"matchExpressions": [{"key": "a", "operator": "Maybe"}]}]"#
+            ])
+            .is_err()
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Services and their endpoints, as every registry (ServiceEntry/WorkloadEntry
-//! now, Kubernetes later) reports them.
+//! Services and their endpoints, as every registry (Kubernetes,
+//! ServiceEntry/WorkloadEntry) reports them.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

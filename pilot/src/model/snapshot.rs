@@ -15,6 +15,7 @@ use super::instances::InstanceIndex;
 use super::peer_authentication::PeerAuthenticationIndex;
 use super::sidecar_scope::SidecarIndex;
 use super::{Endpoint, Proxy, Service, scope};
+use crate::registry::kubernetes::KubeSnapshot;
 
 /// Mesh-wide settings (Istio's MeshConfig subset pilot needs so far).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,13 +56,17 @@ pub struct ConfigSet {
     /// The bus revision this config is as of, when it came from the bus:
     /// every replica at the same revision serves the same config.
     pub revision: Option<u64>,
+    /// The Kubernetes registry's services and endpoints as of this update
+    /// (empty without `--kubernetes`); merged before ServiceEntries.
+    pub kubernetes: Arc<KubeSnapshot>,
 }
 
 pub use mesh_config::store::DEFAULT_NAMESPACE;
 
 impl ConfigSet {
-    /// Whether `self` and `other` hold the same config but for WorkloadEntries
-    /// (and the bus revision): a change that moves endpoints, not routing.
+    /// Whether `self` and `other` hold the same config but for WorkloadEntries,
+    /// Kubernetes endpoints (EndpointSlices, Pods, Nodes) and the bus
+    /// revision: a change that moves endpoints, not routing.
     /// Checked on every update while a burst settles, so the cheap
     /// comparisons of counts come first.
     pub fn differs_only_in_endpoints(&self, other: &ConfigSet) -> bool {
@@ -77,6 +82,8 @@ impl ConfigSet {
             && self.sidecars == other.sidecars
             && self.peer_authentications == other.peer_authentications
             && self.other == other.other
+            && (Arc::ptr_eq(&self.kubernetes, &other.kubernetes)
+                || self.kubernetes.same_services(&other.kubernetes))
     }
 
     /// Sorts resources into kinds; namespaces default to `default`. Order is
@@ -337,7 +344,8 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 impl MeshSnapshot {
-    /// A snapshot whose registry is the config's ServiceEntries and WorkloadEntries.
+    /// A snapshot whose registry is the config's Kubernetes services, then its
+    /// ServiceEntries and WorkloadEntries.
     pub fn from_config(config: ConfigSet, settings: MeshSettings) -> MeshSnapshot {
         let (services, endpoints) = crate::registry::from_config(&config, &settings);
         let destination_rule_index = Arc::new(DestinationRuleIndex::build(

@@ -1,6 +1,7 @@
 //! Service registries: where services and endpoints come from. Each registry
 //! implements [`ServiceRegistry`]; pilot aggregates them into one view.
 
+pub mod kubernetes;
 pub mod service_entries;
 
 use std::collections::BTreeMap;
@@ -37,11 +38,13 @@ pub fn aggregate(
     (services, endpoints)
 }
 
-/// The registry view of a config set (ServiceEntry + WorkloadEntry).
+/// The registry view of a config set: Kubernetes first, then ServiceEntry +
+/// WorkloadEntry (Istio's order), so a Service's host wins over a
+/// ServiceEntry's.
 pub fn from_config(
     config: &ConfigSet,
     settings: &MeshSettings,
 ) -> (BTreeMap<String, Service>, BTreeMap<String, Vec<Endpoint>>) {
-    let registry = service_entries::ServiceEntryRegistry::new(config, settings);
-    aggregate(&[&registry])
+    let service_entries = service_entries::ServiceEntryRegistry::new(config, settings);
+    aggregate(&[config.kubernetes.as_ref(), &service_entries])
 }
