@@ -16,7 +16,7 @@ help:
 	@echo "make test   run every test (unit, bus against real nats-server, multi-process)"
 	@echo "make bench  run the benchmarks and print their figures"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
-	@echo "make crds   regenerate deploy/crds/ from the config model"
+	@echo "make crds   regenerate deploy/crds/ and deploy/kubernetes/base/crds/ from the config model"
 	@echo "make fuzz-smoke  fuzz citadel's CSR checks and galley's and the injector's webhook bodies, 60 s each (not in make test)"
 
 tools:

@@ -1,27 +1,59 @@
-//! The CRDs in `deploy/crds/` must be what the config model generates today, or
-//! the API server would enforce a schema Trireme no longer parses.
+//! The generated CRDs must be what the config model generates today, or the
+//! API server would enforce a schema Trireme no longer parses. They are
+//! checked in twice: `deploy/crds/` (plain files) and
+//! `deploy/kubernetes/base/crds/` (with the `kustomization.yaml` listing
+//! them, since kustomize loads nothing from outside its root).
 
 use std::path::PathBuf;
 
 use mesh_config::{Kind, crd};
 
-fn crd_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds")
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+const CRD_DIRS: [&str; 2] = ["deploy/crds", "deploy/kubernetes/base/crds"];
 
 #[test]
 fn checked_in_crds_match_the_types() {
     let mut stale = Vec::new();
-    for kind in Kind::ALL {
-        let path = crd_dir().join(crd::file_name(*kind));
-        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        if on_disk != crd::custom_resource_definition_yaml(*kind) {
-            stale.push(path.display().to_string());
+    for dir in CRD_DIRS {
+        for kind in Kind::ALL {
+            let path = workspace_root().join(dir).join(crd::file_name(*kind));
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            if on_disk != crd::custom_resource_definition_yaml(*kind) {
+                stale.push(path.display().to_string());
+            }
         }
     }
     assert!(
         stale.is_empty(),
         "stale CRDs (run `make crds` and commit the result): {stale:?}"
+    );
+}
+
+/// The kustomization under `deploy/kubernetes/base/crds/` lists exactly the
+/// generated CRDs, so a new kind reaches the manifests too.
+#[test]
+fn crd_kustomization_lists_every_kind() {
+    let mut expected = String::from(
+        "# Generated from Trireme's config model by `make crds`; do not edit.\n\
+         apiVersion: kustomize.config.k8s.io/v1beta1\n\
+         kind: Kustomization\n\
+         resources:\n",
+    );
+    for kind in Kind::ALL {
+        expected.push_str(&format!("  - {}\n", crd::file_name(*kind)));
+    }
+    let path = workspace_root()
+        .join(CRD_DIRS[1])
+        .join("kustomization.yaml");
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        on_disk,
+        expected,
+        "{} is stale (run `make crds` and commit the result)",
+        path.display()
     );
 }
 
