@@ -14,6 +14,7 @@ use citadel::auth::{
 };
 use citadel::authority::{Authority, RootKey, SigningPolicy, create_self_signed_root_valid_for};
 use citadel::keys::{CaKeyType, RsaKeySize};
+use citadel::kube_ca;
 use citadel::reload::{AuthorityWatcher, RootRotation, SharedAuthority};
 use citadel::rotation::RotationPolicy;
 use citadel::server::{GrpcServer, ServingTls};
@@ -21,6 +22,10 @@ use citadel::service::{CertificateService, CitadelMetrics};
 use citadel::trust_bundle;
 use clap::Parser;
 use event_bus::{Bus, ConnectionState};
+use kube_singleton::{
+    ElectionConfig, LeaderElector, NAMESPACE_CONTROLLER, RootCertPublisher, lease_name,
+    watch_namespaces,
+};
 use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime};
 
 const COMPONENT: &str = "citadel";
@@ -149,6 +154,28 @@ struct Args {
     /// certificate outlives the trust in its root.
     #[arg(long, env = "TRIREME_ROOT_ROTATION_OVERLAP", value_parser = parse_long_duration)]
     root_rotation_overlap: Option<Duration>,
+
+    /// In-cluster mode: unless `--ca-dir` holds a plug-in CA (Istio's
+    /// `cacerts`), the self-signed root is kept in the Secret
+    /// `istio-ca-secret` of `--pod-namespace` (read, or created on first
+    /// start) and copied to `--ca-dir`; and the elected replica writes the
+    /// trust bundle ConfigMap `istio-ca-root-cert` into every namespace.
+    /// Uses the pod's service account (or KUBECONFIG outside a pod).
+    #[arg(long, env = "TRIREME_KUBERNETES")]
+    kubernetes: bool,
+
+    /// The control plane's namespace: the CA Secret's and the Lease's.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    pod_namespace: String,
+
+    /// This replica's identity in the leader election (its pod name);
+    /// required with `--kubernetes`.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+
+    /// Istio revision: a non-default one suffixes the Lease name.
+    #[arg(long, env = "REVISION", default_value = "default")]
+    revision: String,
 }
 
 /// Like the shared duration parser, plus days (`90d`).
@@ -274,9 +301,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_ttl: args.max_workload_cert_ttl,
         ..SigningPolicy::default()
     };
-    create_root_if_missing(&args)
-        .with_context(|| format!("creating the CA in {}", args.ca_dir.display()))?;
-    let watcher = AuthorityWatcher::start(&args.ca_dir, policy, Some(root_rotation(&args)))
+    let kube_client = match args.kubernetes {
+        true => Some(
+            kube::Client::try_default()
+                .await
+                .context("--kubernetes: connecting to the API server")?,
+        ),
+        false => None,
+    };
+    let rotation = match &kube_client {
+        Some(client) if !kube_ca::holds_plugin_ca(&args.ca_dir) => {
+            root_from_secret(&args, client.clone()).await?;
+            // Each replica rotating its copy would split the mesh's trust;
+            // the Secret-kept root is not rotated (yet).
+            None
+        }
+        _ => {
+            create_root_if_missing(&args)
+                .with_context(|| format!("creating the CA in {}", args.ca_dir.display()))?;
+            Some(root_rotation(&args))
+        }
+    };
+    let watcher = AuthorityWatcher::start(&args.ca_dir, policy, rotation)
         .with_context(|| format!("loading the CA from {}", args.ca_dir.display()))?;
     let authority = watcher.subscribe();
     let authenticators = authenticators(&args, authority.clone())?;
@@ -321,8 +367,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             authority.clone(),
             shutdown.clone().wait_owned(),
         )),
-        tokio::spawn(async move { metrics.follow_authority(authority).await }),
+        tokio::spawn({
+            let authority = authority.clone();
+            async move { metrics.follow_authority(authority).await }
+        }),
     ];
+    let elector = match kube_client {
+        Some(client) => Some(publish_root_cert(&args, client, authority, &shutdown)?),
+        None => None,
+    };
     let outcome = runtime
         .run(async move {
             grpc.serve(service, async move { shutdown.wait().await })
@@ -333,5 +386,84 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for task in background {
         task.abort();
     }
+    if let Some((elector, publisher)) = elector {
+        publisher.abort();
+        // The elector releases the Lease on shutdown, so another replica
+        // takes over at once rather than after the lease expires.
+        let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    }
     outcome
+}
+
+/// Reads the root from `istio-ca-secret` (creating it on first start) and
+/// copies it to `--ca-dir`.
+async fn root_from_secret(args: &Args, client: kube::Client) -> anyhow::Result<()> {
+    let key = (args.ca_key_type, args.ca_rsa_key_size);
+    let make_root = || {
+        create_self_signed_root_valid_for(ORGANIZATION, root_key(key.0, key.1), args.root_cert_ttl)
+    };
+    let (files, outcome) = kube_ca::load_or_create(client, &args.pod_namespace, make_root).await?;
+    kube_ca::write_from_secret(&args.ca_dir, &files)
+        .with_context(|| format!("copying the CA to {}", args.ca_dir.display()))?;
+    tracing::info!(
+        namespace = %args.pod_namespace,
+        secret = kube_ca::CA_SECRET,
+        ?outcome,
+        ca_dir = %args.ca_dir.display(),
+        "certificate authority from its Secret"
+    );
+    Ok(())
+}
+
+/// Runs the election on Istio's namespace-controller Lease and, while
+/// leading, writes the trust bundle (`root-cert.pem`, every trusted root,
+/// following rotations and reloads) into `istio-ca-root-cert` in every
+/// namespace. Returns the elector's and the publisher's tasks.
+fn publish_root_cert(
+    args: &Args,
+    client: kube::Client,
+    authority: SharedAuthority,
+    shutdown: &service_runtime::Shutdown,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let pod_name = args
+        .pod_name
+        .clone()
+        .filter(|name| !name.is_empty())
+        .context("--kubernetes needs --pod-name (POD_NAME) for the leader election")?;
+    let lease = lease_name(NAMESPACE_CONTROLLER, &args.revision);
+    let config = ElectionConfig::new(&args.pod_namespace, &lease, pod_name);
+    let elector = LeaderElector::new(client.clone(), config)?;
+    let (leader, elector) = elector.spawn(shutdown.clone().wait_owned());
+    let bundle = trust_bundle_pem(authority);
+    let publisher = RootCertPublisher {
+        client: client.clone(),
+        leader,
+        bundle,
+        retry: Duration::from_secs(5),
+        resync: Duration::from_secs(10 * 60),
+    };
+    tracing::info!(%lease, configmap = kube_singleton::ROOT_CERT_CONFIGMAP, "trust bundle ConfigMaps written while leading");
+    let publisher = tokio::spawn(publisher.run(watch_namespaces(client)));
+    Ok((elector, publisher))
+}
+
+/// `root-cert.pem` of the authority in use, changing with it.
+fn trust_bundle_pem(mut authority: SharedAuthority) -> tokio::sync::watch::Receiver<String> {
+    let current = authority.borrow_and_update().root_cert_pem().to_owned();
+    let (tx, rx) = tokio::sync::watch::channel(current);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = authority.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+            let bundle = authority.borrow_and_update().root_cert_pem().to_owned();
+            tx.send_if_modified(|current| {
+                let changed = *current != bundle;
+                *current = bundle;
+                changed
+            });
+        }
+    });
+    rx
 }

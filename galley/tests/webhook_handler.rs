@@ -272,3 +272,41 @@ async fn every_answer_echoes_its_request_uid() {
         assert_eq!(answer["response"]["uid"], request_uid(fixture), "{fixture}");
     }
 }
+
+/// The leader's probe (before it switches the webhook to `failurePolicy:
+/// Fail`) is what the self-probe sends: galley's router must deny it, and
+/// the probe's check must accept only that denial.
+#[tokio::test]
+async fn the_webhook_probe_is_denied_and_its_check_passes() {
+    use galley::webhook::probe::{ProbeError, check_answer, probe_review};
+
+    let webhook = Webhook::new();
+    let sent = serde_json::to_vec(&probe_review("probe-1")).unwrap();
+    let (status, body) = webhook.post("/validate", sent).await;
+    check_answer("probe-1", status.as_u16(), body.as_bytes()).unwrap();
+
+    // A webhook that allowed it, answered another request, or failed is
+    // not fit to fail closed.
+    let (status, body) = webhook
+        .post("/validate", read_fixture("allowed-v1.json"))
+        .await;
+    let uid = request_uid("allowed-v1.json");
+    assert!(matches!(
+        check_answer(&uid, status.as_u16(), body.as_bytes()),
+        Err(ProbeError::Allowed)
+    ));
+    let (status, body) = webhook
+        .post(
+            "/validate",
+            serde_json::to_vec(&probe_review("probe-2")).unwrap(),
+        )
+        .await;
+    assert!(matches!(
+        check_answer("probe-3", status.as_u16(), body.as_bytes()),
+        Err(ProbeError::Uid { .. })
+    ));
+    assert!(matches!(
+        check_answer("probe-2", 500, body.as_bytes()),
+        Err(ProbeError::Status(500))
+    ));
+}

@@ -9,9 +9,12 @@
 //! - [`patch`]: the webhook's JSON Patch;
 //! - [`workloads`]: `trireme kube-inject` over multi-document YAML, written
 //!   back by [`yaml_out`] so that kubectl reads it as meant;
-//! - [`webhook`]: the mutating admission webhook `POST /inject`.
+//! - [`webhook`]: the mutating admission webhook `POST /inject`;
+//! - [`ca_bundle`]: the `caBundle` its elected replica writes into the
+//!   webhook configuration (`--kubernetes`).
 
 pub mod annotations;
+pub mod ca_bundle;
 pub mod config;
 pub mod inject;
 pub mod merge;

@@ -3,15 +3,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use admission_webhook::HttpsArgs;
 use admission_webhook::tls::describe_serving;
 use anyhow::Context;
 use clap::Parser;
 use event_bus::{Bus, ConnectionState};
+use injector::ca_bundle::{BundleSource, watch_bundle};
 use injector::webhook::{self, InjectionMetrics};
 use injector::{Injector, InjectorConfig, SidecarTemplate};
-use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime};
+use kube_singleton::{
+    ElectionConfig, INJECTION_WEBHOOK_CONTROLLER, LeaderElector, WebhookPatcher,
+    injector_webhook_name, lease_name,
+};
+use service_runtime::{ControlPlaneArgs, Health, MetricsRegistry, ServiceRuntime, Shutdown};
 
 const COMPONENT: &str = "injector";
 
@@ -35,6 +41,33 @@ struct Args {
     /// injector/TEMPLATE.md for the values it receives).
     #[arg(long, env = "TRIREME_INJECTOR_TEMPLATE")]
     template: Option<PathBuf>,
+
+    /// In-cluster mode: the elected replica keeps the `caBundle` of the
+    /// MutatingWebhookConfiguration `istio-sidecar-injector` current with
+    /// the certificate the webhook serves. Uses the pod's service account
+    /// (or KUBECONFIG outside a pod).
+    #[arg(long, env = "TRIREME_KUBERNETES")]
+    kubernetes: bool,
+
+    /// PEM CA certificates written as the webhook's `caBundle` (e.g. the
+    /// `ca.crt` of a cert-manager Secret); without it, the last certificate
+    /// of `--webhook-cert` (the certificate itself when self-signed).
+    #[arg(long, env = "TRIREME_WEBHOOK_CA_BUNDLE", requires = "kubernetes")]
+    webhook_ca_bundle: Option<PathBuf>,
+
+    /// The control plane's namespace, where the Lease is.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    pod_namespace: String,
+
+    /// This replica's identity in the leader election (its pod name);
+    /// required with `--kubernetes`.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+
+    /// Istio revision: a non-default one suffixes the Lease and webhook
+    /// configuration names.
+    #[arg(long, env = "REVISION", default_value = "default")]
+    revision: String,
 }
 
 #[tokio::main]
@@ -84,8 +117,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await?;
         ready.follow(serving, |cert| (cert.is_some(), describe_serving(cert)));
+        if args.kubernetes {
+            patch_ca_bundle(&args, runtime.shutdown.clone()).await?;
+        }
     }
     let bus = Bus::connect(&args.common.bus.nats_url, COMPONENT).await?;
     bus_ready.follow(bus.watch_connection(), ConnectionState::readiness);
     runtime.run_until_shutdown().await
+}
+
+/// Runs the election on Istio's injection-webhook Lease and, while leading,
+/// keeps the webhook configuration's `caBundle` current (no probe: the
+/// mutating webhook stays fail-open).
+async fn patch_ca_bundle(args: &Args, shutdown: Shutdown) -> anyhow::Result<()> {
+    let pod_name = args
+        .pod_name
+        .clone()
+        .filter(|name| !name.is_empty())
+        .context("--kubernetes needs --pod-name (POD_NAME) for the leader election")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("--kubernetes: connecting to the API server")?;
+    let lease = lease_name(INJECTION_WEBHOOK_CONTROLLER, &args.revision);
+    let config = ElectionConfig::new(&args.pod_namespace, &lease, pod_name);
+    let (leader, _elector) =
+        LeaderElector::new(client.clone(), config)?.spawn(shutdown.wait_owned());
+    let source = match &args.webhook_ca_bundle {
+        Some(path) => BundleSource::File(path.clone()),
+        None => BundleSource::TopOfChain(args.webhook.cert.clone()),
+    };
+    let webhook = injector_webhook_name(&args.revision);
+    tracing::info!(%lease, %webhook, ?source, "webhook caBundle kept current while leading");
+    let patcher = WebhookPatcher {
+        client,
+        leader,
+        bundle: watch_bundle(source, args.webhook.cert_poll_interval),
+        mutating: vec![webhook],
+        validating: Vec::new(),
+        probe: None,
+        retry: Duration::from_secs(5),
+        resync: Duration::from_secs(10 * 60),
+    };
+    tokio::spawn(patcher.run());
+    Ok(())
 }

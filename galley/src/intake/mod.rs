@@ -4,13 +4,19 @@
 //!
 //! - [`directory`]: reading and judging a `--config-dir`.
 //! - [`kubernetes`]: the same for objects from the API server's watches.
+//! - [`kube_watch`]: the watchers of every Istio kind, publishing through a
+//!   [`Publisher`] (`--kubernetes`).
+//! - [`status`]: verdicts written to the objects' `status`
+//!   (`PILOT_ENABLE_ANALYSIS`).
 //! - [`reconcile`]: what the buckets should hold after a scan (pure).
 //! - [`Publisher`]: writes the difference to the buckets, for one source.
 //! - [`DirectoryIntake`]: watches the directory and publishes it.
 
 pub mod directory;
+pub mod kube_watch;
 pub mod kubernetes;
 pub mod reconcile;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -79,6 +79,13 @@ impl Webhook {
     /// Binds the HTTPS port, then serves it and probes it in tasks of their
     /// own until `shutdown`. Returns the bound address.
     pub async fn start(self, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
+        Ok(self.start_serving(shutdown).await?.addr)
+    }
+
+    /// [`start`](Self::start), returning besides the address the
+    /// certificate being served and the probe (for the leader's webhook
+    /// configuration job).
+    pub async fn start_serving(self, shutdown: Shutdown) -> anyhow::Result<Started> {
         let addr = self.args.https.addr.0.context("the webhook is disabled")?;
         let listener = TcpListener::bind(addr)
             .await
@@ -94,19 +101,51 @@ impl Webhook {
             router,
             shutdown.clone().wait_owned(),
         ));
-        let probe = probe::SelfProbe::new(bound, settings.serving)?;
-        let run = probe.run(
-            self.args.probe_interval,
-            self.metrics.probe_success.clone(),
-            self.readiness,
-        );
+        let probe = Arc::new(probe::SelfProbe::new(bound, settings.serving.clone())?);
+        let interval = self.args.probe_interval;
+        let gauge = self.metrics.probe_success.clone();
+        let readiness = self.readiness;
+        let prober = probe.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = run => {}
+                _ = prober.run(interval, gauge, readiness) => {}
                 _ = shutdown.wait() => {}
             }
         });
-        Ok(bound)
+        Ok(Started {
+            addr: bound,
+            serving: settings.serving,
+            probe,
+        })
+    }
+}
+
+/// A serving webhook.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// The certificate served now (`None` while there is none).
+    pub serving: tokio::sync::watch::Receiver<Option<tls::ServingCert>>,
+    /// Sends the webhook an invalid resource; `Ok` when it was denied.
+    pub probe: Arc<probe::SelfProbe>,
+}
+
+/// The `caBundle` for a webhook serving `chain` (PEM, leaf first): the
+/// certificates after the leaf (its issuers), or the leaf itself when it
+/// is alone (self-signed). Empty without any certificate.
+pub fn ca_bundle(chain: &str) -> String {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let certificates: Vec<String> = chain
+        .match_indices(BEGIN)
+        .filter_map(|(start, _)| {
+            let end = chain[start..].find(END)? + start + END.len();
+            Some(format!("{}\n", &chain[start..end]))
+        })
+        .collect();
+    match certificates.split_first() {
+        Some((leaf, [])) => leaf.clone(),
+        Some((_, issuers)) => issuers.concat(),
+        None => String::new(),
     }
 }
 
@@ -120,6 +159,18 @@ mod tests {
     struct Args {
         #[command(flatten)]
         webhook: WebhookArgs,
+    }
+
+    #[test]
+    fn the_ca_bundle_is_the_issuers_or_a_self_signed_leaf() {
+        let cert =
+            |n: &str| format!("-----BEGIN CERTIFICATE-----\n{n}\n-----END CERTIFICATE-----\n");
+        assert_eq!(ca_bundle(&cert("leaf")), cert("leaf"));
+        assert_eq!(
+            ca_bundle(&format!("{}{}{}", cert("leaf"), cert("int"), cert("root"))),
+            format!("{}{}", cert("int"), cert("root"))
+        );
+        assert_eq!(ca_bundle("no certificate"), "");
     }
 
     #[test]

@@ -110,28 +110,22 @@ impl SelfProbe {
             .send()
             .await
             .map_err(|error| ProbeError::Request(format!("{error:#}")))?;
-        if !response.status().is_success() {
-            return Err(ProbeError::Status(response.status().as_u16()));
-        }
-        let review: AdmissionReviewResponse = response
-            .json()
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
             .await
-            .map_err(|error| ProbeError::Answer(error.to_string()))?;
-        if review.response.uid != uid {
-            return Err(ProbeError::Uid {
-                sent: uid,
-                got: review.response.uid,
-            });
-        }
-        if review.response.allowed {
-            return Err(ProbeError::Allowed);
-        }
-        Ok(())
+            .map_err(|error| ProbeError::Request(format!("{error:#}")))?;
+        check_answer(&uid, status, &body)
+    }
+
+    /// Where the probe is sent.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Probes every `interval` (the first at once), keeping `gauge` and
     /// `readiness` up to date, until the task is dropped.
-    pub async fn run(self, interval: Duration, gauge: Gauge, readiness: Readiness) {
+    pub async fn run(&self, interval: Duration, gauge: Gauge, readiness: Readiness) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tracker = ProbeTracker::default();
@@ -185,9 +179,29 @@ impl ProbeTracker {
     }
 }
 
+/// Checks a webhook's answer (HTTP `status`, `body`) to [`probe_review`]`(uid)`:
+/// `Ok` only for an AdmissionReview denying it and echoing `uid`.
+pub fn check_answer(uid: &str, status: u16, body: &[u8]) -> Result<(), ProbeError> {
+    if !(200..300).contains(&status) {
+        return Err(ProbeError::Status(status));
+    }
+    let review: AdmissionReviewResponse =
+        serde_json::from_slice(body).map_err(|error| ProbeError::Answer(error.to_string()))?;
+    if review.response.uid != uid {
+        return Err(ProbeError::Uid {
+            sent: uid.to_owned(),
+            got: review.response.uid,
+        });
+    }
+    if review.response.allowed {
+        return Err(ProbeError::Allowed);
+    }
+    Ok(())
+}
+
 /// An AdmissionReview no valid webhook may allow: a VirtualService whose only
 /// route has a negative weight.
-fn probe_review(uid: &str) -> serde_json::Value {
+pub fn probe_review(uid: &str) -> serde_json::Value {
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
