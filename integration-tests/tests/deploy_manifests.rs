@@ -655,6 +655,41 @@ fn galley_follows_every_istio_kind_and_may_write_its_status() {
     }
 }
 
+#[test]
+fn the_list_covers_every_call_of_the_leader_jobs_each_service_runs() {
+    use kube_singleton::{API_CALLS, Job, Scope};
+    // Which elected jobs each service runs (its main wires them).
+    let jobs = [
+        ("galley", [Job::Election, Job::ValidatingWebhook]),
+        ("injector", [Job::Election, Job::MutatingWebhook]),
+        ("citadel", [Job::Election, Job::RootCert]),
+    ];
+    let listed = listed_calls();
+    for (account, account_jobs) in jobs {
+        for call in API_CALLS.iter().filter(|c| account_jobs.contains(&c.job)) {
+            let scope = match call.scope {
+                Scope::ControlPlaneNamespace => "namespace",
+                Scope::Cluster | Scope::AllNamespaces => "cluster",
+            };
+            for verb in call.verbs {
+                // Listed by name or not: the job only touches its own objects.
+                let covered = listed.iter().any(|g| {
+                    g.service_account == account
+                        && g.api_group == call.api_group
+                        && g.resource == call.resource
+                        && g.verb == *verb
+                        && g.scope == scope
+                });
+                assert!(
+                    covered,
+                    "api-calls.yaml: {account} lacks {verb} {}/{} ({scope}) for its {:?} job",
+                    call.api_group, call.resource, call.job
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Webhooks
 
