@@ -17,13 +17,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use mesh_config::Kind;
 use service_runtime::Readiness;
 use tokio::sync::mpsc;
@@ -35,26 +33,10 @@ use super::{Buckets, Publisher};
 /// Pause before retrying a failed publish or status write.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// A client from `kubeconfig` if given, else the pod's service account
-/// (in-cluster config), else the usual kubeconfig (`$KUBECONFIG`,
-/// `~/.kube/config`).
+/// A client from `kubeconfig` if given, else the pod's service account,
+/// else the usual kubeconfig.
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using the kubeconfig {}", path.display()))?
-        }
-        None => match Config::incluster() {
-            Ok(config) => config,
-            Err(in_cluster) => Config::infer().await.with_context(|| {
-                format!("no in-cluster config ({in_cluster}) and no usable kubeconfig")
-            })?,
-        },
-    };
-    Client::try_from(config).context("building the Kubernetes client")
+    Ok(kube_singleton::client(kubeconfig).await?)
 }
 
 /// The API resource galley watches `kind` under: its first served version.

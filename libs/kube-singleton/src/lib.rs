@@ -17,10 +17,12 @@
 //!
 //! Every Kubernetes API call this crate makes is listed in [`API_CALLS`].
 
+pub mod connect;
 pub mod lease;
 pub mod root_cert;
 pub mod webhooks;
 
+pub use connect::{ConnectError, client};
 pub use lease::{
     Attempt, Clock, ElectionConfig, INJECTION_WEBHOOK_CONTROLLER, LeaderElector, LeaderHandle,
     LeaseLock, NAMESPACE_CONTROLLER, SystemClock, TokioClock, VALIDATION_CONTROLLER, lease_name,

@@ -11,14 +11,12 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -71,26 +69,10 @@ impl RegistryHealth {
 pub const WAITING: &str =
     "waiting for the first list of Services, EndpointSlices, Pods, Namespaces and Nodes";
 
-/// A client from `kubeconfig` if given, else the pod's service account
-/// (in-cluster config), else the usual kubeconfig (`$KUBECONFIG`,
-/// `~/.kube/config`).
+/// A client from `kubeconfig` if given, else the pod's service account,
+/// else the usual kubeconfig.
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using the kubeconfig {}", path.display()))?
-        }
-        None => match Config::incluster() {
-            Ok(config) => config,
-            Err(in_cluster) => Config::infer().await.with_context(|| {
-                format!("no in-cluster config ({in_cluster}) and no usable kubeconfig")
-            })?,
-        },
-    };
-    Client::try_from(config).context("building the Kubernetes client")
+    Ok(kube_singleton::client(kubeconfig).await?)
 }
 
 /// A kind the registry watches.
