@@ -10,7 +10,7 @@ use clap::Parser;
 use event_bus::{Bus, ConnectionState};
 use galley::intake::kube_watch::{self, KubernetesIntakeSettings};
 use galley::intake::{Buckets, DirectoryIntake};
-use galley::webhook::{self, Started, Webhook, WebhookArgs};
+use galley::webhook::{Started, Webhook, WebhookArgs};
 use kube_singleton::{
     ElectionConfig, LeaderElector, VALIDATION_CONTROLLER, WebhookPatcher, WebhookProbe, lease_name,
     validator_webhook_name,
@@ -110,7 +110,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             client.clone(),
             &args.pod_namespace,
             pod_name,
-            &args.webhook,
             started,
             runtime.shutdown.clone(),
         )?;
@@ -160,7 +159,6 @@ fn start_webhook_patcher(
     client: kube::Client,
     namespace: &str,
     pod_name: String,
-    args: &WebhookArgs,
     started: Started,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -168,31 +166,7 @@ fn start_webhook_patcher(
     let (leader, _election) = LeaderElector::new(client.clone(), election)
         .context("the validation lease")?
         .spawn(shutdown.clone().wait_owned());
-    let (bundle_tx, bundle) = tokio::sync::watch::channel(String::new());
-    let cert_file = args.https.cert.clone();
-    let mut serving = started.serving;
-    tokio::spawn(async move {
-        loop {
-            if serving.borrow_and_update().is_some() {
-                match tokio::fs::read_to_string(&cert_file).await {
-                    Ok(chain) => {
-                        bundle_tx.send_if_modified(|bundle| {
-                            let new = webhook::ca_bundle(&chain);
-                            let changed = *bundle != new;
-                            *bundle = new;
-                            changed
-                        });
-                    }
-                    Err(error) => {
-                        tracing::warn!(file = %cert_file.display(), %error, "cannot read the webhook certificate for the caBundle");
-                    }
-                }
-            }
-            if serving.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    let bundle = admission_webhook::tls::follow_ca_bundle(started.serving);
     let probe = started.probe;
     let probe: Arc<dyn WebhookProbe> = Arc::new(move || {
         let probe = probe.clone();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use admission_webhook::HttpsArgs;
-use admission_webhook::tls::describe_serving;
+use admission_webhook::tls::{ServingCert, describe_serving, follow_ca_bundle};
 use anyhow::Context;
 use clap::Parser;
 use event_bus::{Bus, ConnectionState};
-use injector::ca_bundle::{BundleSource, watch_bundle};
+use injector::ca_bundle::watch_bundle_file;
 use injector::webhook::{self, InjectionMetrics};
 use injector::{Injector, InjectorConfig, SidecarTemplate};
 use kube_singleton::{
@@ -50,8 +50,8 @@ struct Args {
     kubernetes: bool,
 
     /// PEM CA certificates written as the webhook's `caBundle` (e.g. the
-    /// `ca.crt` of a cert-manager Secret); without it, the last certificate
-    /// of `--webhook-cert` (the certificate itself when self-signed).
+    /// `ca.crt` of a cert-manager Secret); without it, the issuers of the
+    /// served `--webhook-cert` chain (the certificate itself when self-signed).
     #[arg(long, env = "TRIREME_WEBHOOK_CA_BUNDLE", requires = "kubernetes")]
     webhook_ca_bundle: Option<PathBuf>,
 
@@ -116,10 +116,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             runtime.shutdown.clone(),
         )
         .await?;
-        ready.follow(serving, |cert| (cert.is_some(), describe_serving(cert)));
         if args.kubernetes {
-            patch_ca_bundle(&args, runtime.shutdown.clone()).await?;
+            patch_ca_bundle(&args, serving.clone(), runtime.shutdown.clone()).await?;
         }
+        ready.follow(serving, |cert| (cert.is_some(), describe_serving(cert)));
     }
     let bus = Bus::connect(&args.common.bus.nats_url, COMPONENT).await?;
     bus_ready.follow(bus.watch_connection(), ConnectionState::readiness);
@@ -129,7 +129,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Runs the election on Istio's injection-webhook Lease and, while leading,
 /// keeps the webhook configuration's `caBundle` current (no probe: the
 /// mutating webhook stays fail-open).
-async fn patch_ca_bundle(args: &Args, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn patch_ca_bundle(
+    args: &Args,
+    serving: tokio::sync::watch::Receiver<Option<ServingCert>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let pod_name = args
         .pod_name
         .clone()
@@ -142,16 +146,16 @@ async fn patch_ca_bundle(args: &Args, shutdown: Shutdown) -> anyhow::Result<()> 
     let config = ElectionConfig::new(&args.pod_namespace, &lease, pod_name);
     let (leader, _elector) =
         LeaderElector::new(client.clone(), config)?.spawn(shutdown.wait_owned());
-    let source = match &args.webhook_ca_bundle {
-        Some(path) => BundleSource::File(path.clone()),
-        None => BundleSource::TopOfChain(args.webhook.cert.clone()),
+    let bundle = match &args.webhook_ca_bundle {
+        Some(path) => watch_bundle_file(path.clone(), args.webhook.cert_poll_interval),
+        None => follow_ca_bundle(serving),
     };
     let webhook = injector_webhook_name(&args.revision);
-    tracing::info!(%lease, %webhook, ?source, "webhook caBundle kept current while leading");
+    tracing::info!(%lease, %webhook, bundle_file = ?args.webhook_ca_bundle, "webhook caBundle kept current while leading");
     let patcher = WebhookPatcher {
         client,
         leader,
-        bundle: watch_bundle(source, args.webhook.cert_poll_interval),
+        bundle,
         mutating: vec![webhook],
         validating: Vec::new(),
         probe: None,

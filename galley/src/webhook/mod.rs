@@ -129,26 +129,6 @@ pub struct Started {
     pub probe: Arc<probe::SelfProbe>,
 }
 
-/// The `caBundle` for a webhook serving `chain` (PEM, leaf first): the
-/// certificates after the leaf (its issuers), or the leaf itself when it
-/// is alone (self-signed). Empty without any certificate.
-pub fn ca_bundle(chain: &str) -> String {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let certificates: Vec<String> = chain
-        .match_indices(BEGIN)
-        .filter_map(|(start, _)| {
-            let end = chain[start..].find(END)? + start + END.len();
-            Some(format!("{}\n", &chain[start..end]))
-        })
-        .collect();
-    match certificates.split_first() {
-        Some((leaf, [])) => leaf.clone(),
-        Some((_, issuers)) => issuers.concat(),
-        None => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -159,18 +139,6 @@ mod tests {
     struct Args {
         #[command(flatten)]
         webhook: WebhookArgs,
-    }
-
-    #[test]
-    fn the_ca_bundle_is_the_issuers_or_a_self_signed_leaf() {
-        let cert =
-            |n: &str| format!("-----BEGIN CERTIFICATE-----\n{n}\n-----END CERTIFICATE-----\n");
-        assert_eq!(ca_bundle(&cert("leaf")), cert("leaf"));
-        assert_eq!(
-            ca_bundle(&format!("{}{}{}", cert("leaf"), cert("int"), cert("root"))),
-            format!("{}{}", cert("int"), cert("root"))
-        );
-        assert_eq!(ca_bundle("no certificate"), "");
     }
 
     #[test]

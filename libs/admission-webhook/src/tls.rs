@@ -35,6 +35,59 @@ pub struct ServingCert {
     pub leaf: CertificateDer<'static>,
     /// Hex, colon-separated, as `openssl x509 -serial` shows it.
     pub serial: String,
+    /// What a webhook configuration's `caBundle` must hold for API servers
+    /// to trust it (PEM): see [`ca_bundle`].
+    pub ca_bundle: String,
+}
+
+/// The `caBundle` for a webhook serving `chain` (PEM, leaf first): the
+/// certificates after the leaf (its issuers), or the leaf itself when it
+/// is alone (self-signed). Empty without any certificate.
+pub fn ca_bundle(chain: &str) -> String {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let certificates: Vec<String> = chain
+        .match_indices(BEGIN)
+        .filter_map(|(start, _)| {
+            let end = chain[start..].find(END)? + start + END.len();
+            Some(format!("{}\n", &chain[start..end]))
+        })
+        .collect();
+    match certificates.split_first() {
+        Some((leaf, [])) => leaf.clone(),
+        Some((_, issuers)) => issuers.concat(),
+        None => String::new(),
+    }
+}
+
+/// The `caBundle` of the certificate being served, as it changes (empty
+/// until there is one): what a leader patches into its webhook
+/// configuration, without reading the files again.
+pub fn follow_ca_bundle(
+    mut serving: watch::Receiver<Option<ServingCert>>,
+) -> watch::Receiver<String> {
+    let current = |serving: &Option<ServingCert>| {
+        serving
+            .as_ref()
+            .map(|cert| cert.ca_bundle.clone())
+            .unwrap_or_default()
+    };
+    let (publish, bundle) = watch::channel(current(&serving.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = serving.changed() => if changed.is_err() { return },
+                () = publish.closed() => return,
+            }
+            let new = current(&serving.borrow_and_update());
+            publish.send_if_modified(|bundle| {
+                let changed = *bundle != new;
+                *bundle = new;
+                changed
+            });
+        }
+    });
+    bundle
 }
 
 /// Why a certificate and key pair cannot be served.
@@ -97,7 +150,15 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((config, ServingCert { leaf, serial }))
+    let ca_bundle = ca_bundle(&String::from_utf8_lossy(cert_pem));
+    Ok((
+        config,
+        ServingCert {
+            leaf,
+            serial,
+            ca_bundle,
+        },
+    ))
 }
 
 fn serial_of(leaf: &CertificateDer<'_>) -> Result<String, String> {
@@ -221,5 +282,51 @@ impl axum::serve::Listener for TlsConnections {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(body: &str) -> String {
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    #[test]
+    fn the_ca_bundle_is_the_issuers_or_a_self_signed_leaf() {
+        assert_eq!(ca_bundle(&cert("leaf")), cert("leaf"));
+        assert_eq!(
+            ca_bundle(&format!("{}{}{}", cert("leaf"), cert("int"), cert("root"))),
+            format!("{}{}", cert("int"), cert("root"))
+        );
+        assert_eq!(ca_bundle("no certificate"), "");
+        assert_eq!(
+            ca_bundle(&format!(
+                "{}-----BEGIN CERTIFICATE-----\ntruncated",
+                cert("leaf")
+            )),
+            cert("leaf")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_followed_bundle_changes_with_the_served_certificate() {
+        let serving = |bundle: &str| {
+            Some(ServingCert {
+                leaf: CertificateDer::from(vec![1]),
+                serial: "01".into(),
+                ca_bundle: bundle.into(),
+            })
+        };
+        let (publish, receiver) = watch::channel(None);
+        let mut bundle = follow_ca_bundle(receiver);
+        assert_eq!(*bundle.borrow_and_update(), "", "nothing served yet");
+        publish.send_replace(serving("CA1"));
+        bundle.changed().await.unwrap();
+        assert_eq!(*bundle.borrow_and_update(), "CA1");
+        publish.send_replace(serving("CA2"));
+        bundle.changed().await.unwrap();
+        assert_eq!(*bundle.borrow_and_update(), "CA2");
     }
 }
