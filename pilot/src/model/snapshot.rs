@@ -66,16 +66,10 @@ pub use mesh_config::store::DEFAULT_NAMESPACE;
 impl ConfigSet {
     /// Whether `self` and `other` hold the same config but for WorkloadEntries,
     /// Kubernetes endpoints (EndpointSlices, Pods, Nodes) and the bus
-    /// revision: a change that moves endpoints, not routing.
-    /// Checked on every update while a burst settles, so the cheap
-    /// comparisons of counts come first.
+    /// revision: a change that moves endpoints, not routing. The debounce
+    /// asks it of every update; a push context asks it to keep its caches.
     pub fn differs_only_in_endpoints(&self, other: &ConfigSet) -> bool {
-        let same_counts = self.virtual_services.len() == other.virtual_services.len()
-            && self.destination_rules.len() == other.destination_rules.len()
-            && self.service_entries.len() == other.service_entries.len()
-            && self.sidecars.len() == other.sidecars.len();
-        same_counts
-            && self.service_entries == other.service_entries
+        self.service_entries == other.service_entries
             && self.virtual_services == other.virtual_services
             && self.destination_rules == other.destination_rules
             && self.gateways == other.gateways

@@ -126,13 +126,7 @@ impl PushContext {
 fn classify_change(old: &MeshSnapshot, new: &MeshSnapshot) -> PushTrigger {
     let config_same = old.settings == new.settings
         && old.services == new.services
-        && old.config.virtual_services == new.config.virtual_services
-        && old.config.destination_rules == new.config.destination_rules
-        && old.config.gateways == new.config.gateways
-        && old.config.service_entries == new.config.service_entries
-        && old.config.sidecars == new.config.sidecars
-        && old.config.peer_authentications == new.config.peer_authentications
-        && old.config.other == new.config.other;
+        && new.config.differs_only_in_endpoints(&old.config);
     if !config_same {
         return PushTrigger::Config;
     }
