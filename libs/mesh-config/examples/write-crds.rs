@@ -7,18 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use mesh_config::{Kind, crd};
-
-/// Where the CRDs go, relative to the workspace root.
-const DIRS: [&str; 2] = ["deploy/crds", "deploy/kubernetes/base/crds"];
+use mesh_config::Kind;
+use mesh_config::crd::{self, CRD_DIRS};
 
 fn main() -> std::io::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for dir in DIRS {
+    for dir in CRD_DIRS {
         write_dir(&root.join(dir))?;
     }
-    let path = root.join(DIRS[1]).join("kustomization.yaml");
-    std::fs::write(&path, crd_kustomization())?;
+    let path = root.join(CRD_DIRS[1]).join("kustomization.yaml");
+    std::fs::write(&path, crd::kustomization_yaml())?;
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -31,19 +29,4 @@ fn write_dir(dir: &Path) -> std::io::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// The kustomization listing every generated CRD, in `Kind::ALL` order.
-/// Kept identical to what `tests/crds_up_to_date.rs` expects.
-fn crd_kustomization() -> String {
-    let mut text = String::from(
-        "# Generated from Trireme's config model by `make crds`; do not edit.\n\
-         apiVersion: kustomize.config.k8s.io/v1beta1\n\
-         kind: Kustomization\n\
-         resources:\n",
-    );
-    for kind in Kind::ALL {
-        text.push_str(&format!("  - {}\n", crd::file_name(*kind)));
-    }
-    text
 }

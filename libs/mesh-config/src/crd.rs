@@ -68,6 +68,25 @@ pub fn file_name(kind: Kind) -> String {
     format!("{}.{}.yaml", info.plural, info.group)
 }
 
+/// Where `make crds` writes the CRDs, relative to the workspace root: plain
+/// files for `kubectl apply -f`, and the kustomize base (kustomize loads
+/// nothing from outside a kustomization's root).
+pub const CRD_DIRS: [&str; 2] = ["deploy/crds", "deploy/kubernetes/base/crds"];
+
+/// The `kustomization.yaml` beside the base's CRDs, listing every kind's.
+pub fn kustomization_yaml() -> String {
+    let mut text = String::from(
+        "# Generated from Trireme's config model by `make crds`; do not edit.\n\
+         apiVersion: kustomize.config.k8s.io/v1beta1\n\
+         kind: Kustomization\n\
+         resources:\n",
+    );
+    for kind in Kind::ALL {
+        text.push_str(&format!("  - {}\n", file_name(*kind)));
+    }
+    text
+}
+
 fn open_api_schema(kind: Kind) -> Value {
     let mut generator = SchemaSettings::draft2020_12()
         .with(|settings| {
