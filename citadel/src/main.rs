@@ -303,7 +303,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let kube_client = match args.kubernetes {
         true => Some(
-            kube::Client::try_default()
+            kube_singleton::client(None)
                 .await
                 .context("--kubernetes: connecting to the API server")?,
         ),

@@ -139,7 +139,7 @@ async fn patch_ca_bundle(
         .clone()
         .filter(|name| !name.is_empty())
         .context("--kubernetes needs --pod-name (POD_NAME) for the leader election")?;
-    let client = kube::Client::try_default()
+    let client = kube_singleton::client(None)
         .await
         .context("--kubernetes: connecting to the API server")?;
     let lease = lease_name(INJECTION_WEBHOOK_CONTROLLER, &args.revision);

@@ -70,41 +70,32 @@ pub struct WebhookState {
     pub entries: Vec<WebhookEntry>,
 }
 
-impl From<&MutatingWebhookConfiguration> for WebhookState {
-    fn from(c: &MutatingWebhookConfiguration) -> Self {
-        Self {
-            resource_version: c.metadata.resource_version.clone(),
-            entries: c
-                .webhooks
-                .iter()
-                .flatten()
-                .map(|w| WebhookEntry {
-                    name: w.name.clone(),
-                    ca_bundle: w.client_config.ca_bundle.clone().map(|b| b.0),
-                    failure_policy: w.failure_policy.clone(),
-                })
-                .collect(),
+/// The same reading of both kinds of webhook configuration (their webhook
+/// types differ but share the fields read here).
+macro_rules! webhook_state_from {
+    ($configuration:ty) => {
+        impl From<&$configuration> for WebhookState {
+            fn from(c: &$configuration) -> Self {
+                Self {
+                    resource_version: c.metadata.resource_version.clone(),
+                    entries: c
+                        .webhooks
+                        .iter()
+                        .flatten()
+                        .map(|w| WebhookEntry {
+                            name: w.name.clone(),
+                            ca_bundle: w.client_config.ca_bundle.clone().map(|b| b.0),
+                            failure_policy: w.failure_policy.clone(),
+                        })
+                        .collect(),
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<&ValidatingWebhookConfiguration> for WebhookState {
-    fn from(c: &ValidatingWebhookConfiguration) -> Self {
-        Self {
-            resource_version: c.metadata.resource_version.clone(),
-            entries: c
-                .webhooks
-                .iter()
-                .flatten()
-                .map(|w| WebhookEntry {
-                    name: w.name.clone(),
-                    ca_bundle: w.client_config.ca_bundle.clone().map(|b| b.0),
-                    failure_policy: w.failure_policy.clone(),
-                })
-                .collect(),
-        }
-    }
-}
+webhook_state_from!(MutatingWebhookConfiguration);
+webhook_state_from!(ValidatingWebhookConfiguration);
 
 fn with_resource_version(state: &WebhookState, webhooks: Vec<Value>) -> Value {
     let mut patch = json!({ "webhooks": webhooks });
