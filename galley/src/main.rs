@@ -98,7 +98,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let client = match args.kubernetes {
-        true => Some(kube_watch::client(args.kubeconfig.as_deref()).await?),
+        true => Some(kube_singleton::client(args.kubeconfig.as_deref()).await?),
         false => None,
     };
     if let (Some(client), Some(started)) = (&client, started) {

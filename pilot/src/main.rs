@@ -239,7 +239,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // With Kubernetes, the config sources' updates pass through a merge
     // that adds the registry's latest snapshot (and waits for its sync).
     let updates = if args.kubernetes {
-        let client = kubernetes::watch::client(args.kubeconfig.as_deref()).await?;
+        let client = kube_singleton::client(args.kubeconfig.as_deref()).await?;
         let kube_settings = KubeSettings {
             domain_suffix,
             discovery_selectors: args.discovery_selectors.clone().unwrap_or_default(),

@@ -14,7 +14,6 @@
 //! it was written in. Not tested against an API server (none runs here):
 //! the logic it drives is [`KubernetesIntake`]'s and [`super::status`]'s.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,12 +31,6 @@ use super::{Buckets, Publisher};
 
 /// Pause before retrying a failed publish or status write.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// A client from `kubeconfig` if given, else the pod's service account,
-/// else the usual kubeconfig.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    Ok(kube_singleton::client(kubeconfig).await?)
-}
 
 /// The API resource galley watches `kind` under: its first served version.
 pub fn api_resource(kind: Kind) -> ApiResource {

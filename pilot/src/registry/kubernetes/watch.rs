@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -68,12 +67,6 @@ impl RegistryHealth {
 /// Health detail until every kind is listed.
 pub const WAITING: &str =
     "waiting for the first list of Services, EndpointSlices, Pods, Namespaces and Nodes";
-
-/// A client from `kubeconfig` if given, else the pod's service account,
-/// else the usual kubeconfig.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    Ok(kube_singleton::client(kubeconfig).await?)
-}
 
 /// A kind the registry watches.
 pub trait Watched:
